@@ -1,0 +1,75 @@
+"""The `gen` command line.
+
+    gen --help                  the subcommands, one line each
+    gen data toy --n 1000 --size 64 --out DIR
+
+Global conventions, defined here once: `--device` (auto: cuda, then mps, then cpu)
+and `--seed` are accepted before or after the subcommand; bad input prints one line
+`gen: error: ...` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gen import __version__
+from gen.cli import data, pending
+from gen.errors import GenError
+
+# Each: (name, one-line help, module with add_arguments(parser) and run(args)).
+COMMANDS = (
+    ("image", "generate images from a prompt", pending),
+    ("video", "generate a video clip from a prompt", pending),
+    ("train", "train a denoiser or VAE on a dataset", pending),
+    ("score", "score images or clips (FID, KID, CLIPScore, ...)", pending),
+    ("eval", "evaluate a model: generate samples and score them", pending),
+    ("data", "write a captioned dataset to disk (toy world: images or clips)", data),
+    ("models", "list the shipped and local models", pending),
+)
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    # On subcommands the defaults are suppressed so they do not overwrite a value
+    # given before the subcommand.
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--device", default=default if suppress else "auto",
+                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--seed", type=int, default=default if suppress else 0,
+                        help="random seed (default 0): same seed, same result")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gen",
+        description="Diffusion image and video generation: generate, train, score.",
+    )
+    parser.add_argument("--version", action="version", version=f"gen {__version__}")
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, help_text, module in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        _global_options(p, suppress=True)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except GenError as err:
+        print(f"gen: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

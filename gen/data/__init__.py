@@ -1,0 +1,85 @@
+"""One dataset interface for training and evaluation.
+
+Every dataset is a map-style torch Dataset whose items are dicts: images as
+`{"image": (C, H, W), "text": str, ...}`, clips as `{"video": (C, T, H, W), "text": str,
+...}`, pixels in [-1, 1]; `label` where the data has classes, `attributes` for the toy
+world. `open_dataset` resolves a name or a folder:
+
+    toy, toy-video                         the procedural toy world (gen.toyworld)
+    mnist, fashion-mnist, kmnist, cifar10,
+    cifar100, svhn                         torchvision, read from --root
+    digits                                 scikit-learn's bundled 8x8 digits
+    PATH                                   an image folder (Hugging Face imagefolder:
+                                           metadata.jsonl with file_name and text, or
+                                           class subfolders), or with video=True a
+                                           folder of clips or frame folders
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gen.errors import GenError
+
+TOY = ("toy", "toy-video")
+OTHER = ("digits",)
+
+
+def known_names() -> tuple[str, ...]:
+    from gen.data.torchvision_data import TorchvisionDataset
+
+    return TOY + tuple(TorchvisionDataset.KNOWN) + OTHER
+
+
+def _default(value, default):
+    return default if value is None else value
+
+
+def open_dataset(name: str, *, size: int | None = None, channels: int = 3, n: int | None = None,
+                 seed: int = 0, frames: int | None = None, fps: float | None = None,
+                 root: str | None = None, train: bool = True, download: bool = False,
+                 video: bool = False):
+    """The dataset called `name` (see the module docstring), or the folder at `name`."""
+    if name == "toy":
+        from gen.data.toy import ToyImageDataset
+
+        return ToyImageDataset(n=_default(n, 100_000), size=_default(size, 64), seed=seed, channels=channels)
+    if name == "toy-video":
+        from gen.data.toy import ToyVideoDataset
+
+        return ToyVideoDataset(n=_default(n, 10_000), size=_default(size, 32), frames=_default(frames, 16),
+                               fps=_default(fps, 8.0), seed=seed, channels=channels)
+    if name == "digits":
+        from gen.data.digits import DigitsDataset
+
+        return DigitsDataset(size=size, channels=channels)
+    from gen.data.torchvision_data import TorchvisionDataset
+
+    if name.lower() in TorchvisionDataset.KNOWN:
+        return TorchvisionDataset(name.lower(), root=root or "data", train=train, download=download,
+                                  size=size, channels=channels)
+    if Path(name).exists() or "/" in name or name.startswith("."):
+        if video:
+            from gen.data.folders import VideoFolderDataset
+
+            return VideoFolderDataset(name, frames=frames, size=size, channels=channels)
+        from gen.data.folders import ImageFolderDataset
+
+        return ImageFolderDataset(name, size=size, channels=channels)
+    raise GenError(f"unknown dataset {name!r}; known: {', '.join(known_names())}, or a folder path")
+
+
+def collate(items: list[dict]) -> dict:
+    """Batch dataset items: tensors stacked, numbers as tensors, the rest as lists."""
+    import torch
+
+    out = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if isinstance(values[0], torch.Tensor):
+            out[key] = torch.stack(values)
+        elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+            out[key] = torch.tensor(values)
+        else:
+            out[key] = values
+    return out

@@ -1,0 +1,59 @@
+"""Conventions shared by every command: device choice and seeding, defined once."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from gen.errors import GenError
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """Turn a `--device` value into a torch.device.
+
+    `auto` (or None) picks cuda, then mps, then cpu. An explicit device that is not
+    available is an error rather than a silent fallback.
+    """
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GenError(f"--device must be one of {DEVICE_CHOICES}, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GenError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GenError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here "
+                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+            )
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise GenError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
+    elif device.type != "cpu":
+        raise GenError(f"--device must be one of {DEVICE_CHOICES}, got {name!r}")
+    return device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch from one `--seed`, and return a CPU generator.
+
+    Noise for sampling is drawn from the returned generator on the CPU and then moved
+    to the device, so the same seed gives the same sample on every device.
+    """
+    if not 0 <= seed < 2**63:
+        raise GenError(f"--seed must be a non-negative integer below 2**63, got {seed}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
