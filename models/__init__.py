@@ -1,1 +1,93 @@
-"""models"""
+"""Denoisers and the modules around them: torch nn.Modules only (never imports gen).
+
+    import models
+    net = models.create("dit-tiny", in_channels=4, text_dim=128)   # overrides allowed
+    models.list_models()            # [(name, parameters), ...]
+    net.save_pretrained(path); models.load_pretrained(path)
+"""
+
+from __future__ import annotations
+
+from models.base import ConfiguredModule, load_pretrained, read_config, register  # noqa: F401
+from models.dit import DiT, DiTConfig
+from models.unet import UNet, UNetConfig
+
+# name -> (class, config kwargs). Tiny presets train in CI in seconds; the others are
+# the sizes the shipped defaults use.
+PRESETS: dict[str, tuple[type, dict]] = {
+    "unet-tiny": (UNet, dict(in_channels=3, sample_size=16, channels=(32, 64), num_res_blocks=1,
+                             attention_levels=(1,), num_heads=2, text_dim=64, pooled_dim=64)),
+    "dit-tiny": (DiT, dict(in_channels=3, sample_size=16, patch_size=2, hidden_size=64, depth=2,
+                           num_heads=2, text_dim=64, pooled_dim=64)),
+    "video-unet-tiny": (UNet, dict(in_channels=3, sample_size=16, channels=(32, 64), num_res_blocks=1,
+                                   attention_levels=(1,), num_heads=2, text_dim=64, pooled_dim=64,
+                                   video=True, frames=8)),
+    "video-dit-tiny": (DiT, dict(in_channels=3, sample_size=16, patch_size=2, hidden_size=64, depth=2,
+                                 num_heads=2, text_dim=64, pooled_dim=64, video=True, frames=8, tubelet=2)),
+    "dit-s/2": (DiT, dict(in_channels=4, sample_size=16, patch_size=2, hidden_size=384, depth=12,
+                          num_heads=6, text_dim=256, pooled_dim=256)),
+    "dit-b/2": (DiT, dict(in_channels=4, sample_size=32, patch_size=2, hidden_size=768, depth=12,
+                          num_heads=12, text_dim=512, pooled_dim=512)),
+    "unet-s": (UNet, dict(in_channels=3, sample_size=32, channels=(64, 128, 256), num_res_blocks=2,
+                          attention_levels=(1, 2), num_heads=4, text_dim=256, pooled_dim=256)),
+    "video-dit-s": (DiT, dict(in_channels=4, sample_size=16, patch_size=2, hidden_size=384, depth=12,
+                              num_heads=6, text_dim=256, pooled_dim=256, video=True, frames=16, tubelet=2)),
+    "video-unet-s": (UNet, dict(in_channels=3, sample_size=32, channels=(64, 128, 256), num_res_blocks=2,
+                                attention_levels=(1, 2), num_heads=4, text_dim=256, pooled_dim=256,
+                                video=True, frames=16)),
+}
+
+
+def create(name: str, **overrides) -> ConfiguredModule:
+    """A fresh model from preset `name`, with config fields overridden by keyword."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
+    cls, kwargs = PRESETS[name]
+    return cls.from_config({**kwargs, **overrides})
+
+
+def list_models() -> list[tuple[str, int]]:
+    """(preset name, parameter count) for every preset (built on the meta device: no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        return [(name, create(name).num_parameters()) for name in PRESETS]
+
+
+def native_input(config, batch: int = 1, text_tokens: int = 32, device=None) -> tuple:
+    """(x, t, cond) at a config's native size: a probe for FLOP counts and benchmarks."""
+    import torch
+
+    s = config.sample_size
+    shape = (batch, config.in_channels, config.frames, s, s) if config.video else (batch, config.in_channels, s, s)
+    x = torch.randn(shape, device=device)
+    cond = {}
+    if config.text_dim:
+        cond["text"] = torch.randn(batch, text_tokens, config.text_dim, device=device)
+    if config.pooled_dim:
+        cond["pooled"] = torch.randn(batch, config.pooled_dim, device=device)
+    if config.num_classes:
+        cond["label"] = torch.zeros(batch, dtype=torch.long, device=device)
+    return x, torch.zeros(batch, dtype=torch.long, device=device), cond
+
+
+def summary() -> list[dict]:
+    """Every preset: class, parameters, native input shape and forward GFLOPs (one
+    sample, 32 text tokens), measured by torch's FLOP counter on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = []
+    for name in PRESETS:
+        with torch.device("meta"):
+            net = create(name)
+            x, t, cond = native_input(net.config)
+            with FlopCounterMode(display=False) as counter:
+                net(x, t, cond)
+        rows.append({"name": name, "class": type(net).__name__, "parameters": net.num_parameters(),
+                     "input": list(x.shape), "gflops": counter.get_total_flops() / 1e9})
+    return rows
+
+
+__all__ = ["summary", "native_input", "create", "list_models", "load_pretrained", "read_config", "PRESETS", "DiT", "DiTConfig",
+           "UNet", "UNetConfig", "ConfiguredModule", "register"]

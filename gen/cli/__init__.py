@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from gen import __version__
-from gen.cli import data, pending
+from gen.cli import data, models, pending
 from gen.errors import GenError
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
@@ -25,7 +25,7 @@ COMMANDS = (
     ("score", "score images or clips (FID, KID, CLIPScore, ...)", pending),
     ("eval", "evaluate a model: generate samples and score them", pending),
     ("data", "write a captioned dataset to disk (toy world: images or clips)", data),
-    ("models", "list the shipped and local models", pending),
+    ("models", "list the model presets with parameters and GFLOPs", models),
 )
 
 

@@ -1,0 +1,248 @@
+"""The building blocks shared by the U-Net and the DiT, one implementation each.
+
+Images are (B, C, H, W), videos (B, C, T, H, W). Spatial layers see a video as a batch
+of frames (frames folded into the batch, so they never mix frames); temporal layers see
+each spatial position as a sequence over time. Temporal layers and every residual
+branch that a paper initialises to zero start at zero here, so a fresh block is the
+identity on its residual stream, and a video model starts as its image model applied
+frame by frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (B,) timesteps (Vaswani et al. 2017; DDPM): (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, dim % 2))
+
+
+class TimestepEmbedder(nn.Module):
+    """t -> sinusoid -> MLP (DiT's TimestepEmbedder)."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+
+
+class Attention(nn.Module):
+    """Multi-head attention on scaled_dot_product_attention.
+
+    Self-attention when `context_dim` is None (fused qkv), else cross-attention to a
+    context (B, M, context_dim) with an optional key mask (B, M), True = attend.
+    """
+
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None, zero_out: bool = False):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.cross = context_dim is not None
+        if self.cross:
+            self.to_q = nn.Linear(dim, dim)
+            self.to_kv = nn.Linear(context_dim, 2 * dim)
+        else:
+            self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.to_out = nn.Linear(dim, dim)
+        if zero_out:
+            zero_(self.to_out)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cross:
+            q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+            k, v = rearrange(self.to_kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        else:
+            q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        attn_mask = None
+        if mask is not None:
+            mask = mask | ~mask.any(dim=-1, keepdim=True)  # a fully masked row attends to all
+            attn_mask = mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, mult: float = 4.0, zero_out: bool = False):
+        hidden = int(dim * mult)
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        if zero_out:
+            zero_(self[2])
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x * (1 + scale) + shift, with (B, D) modulation over (B, N, D) tokens."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+# --- convolutional blocks (U-Net) -------------------------------------------------
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels // 4) if channels >= 8 else 1, channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    """Residual block with scale-shift conditioning (Dhariwal & Nichol 2021, "BigGAN-style"):
+    h = conv(silu(norm(x))); h = norm(h) * (1 + scale) + shift; out = x + conv(silu(h))."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = group_norm(out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        # x: (N, C, H, W); emb: (N, E)
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class SpatialTransformer(nn.Module):
+    """Attention on a feature map (Rombach et al. 2022): self-attention over the H*W
+    positions, cross-attention to text, feed-forward; zero-initialised output."""
+
+    def __init__(self, channels: int, heads: int, context_dim: int | None):
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.proj_in = nn.Linear(channels, channels)
+        self.norm1 = nn.LayerNorm(channels)
+        self.attn = Attention(channels, heads)
+        self.norm2 = nn.LayerNorm(channels) if context_dim else None
+        self.cross = Attention(channels, heads, context_dim=context_dim) if context_dim else None
+        self.norm3 = nn.LayerNorm(channels)
+        self.ff = FeedForward(channels)
+        self.proj_out = zero_(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor, context=None, mask=None) -> torch.Tensor:
+        n, c, h, w = x.shape
+        tokens = self.proj_in(rearrange(self.norm(x), "n c h w -> n (h w) c"))
+        tokens = tokens + self.attn(self.norm1(tokens))
+        if self.cross is not None and context is not None:
+            tokens = tokens + self.cross(self.norm2(tokens), context, mask)
+        tokens = tokens + self.ff(self.norm3(tokens))
+        return x + rearrange(self.proj_out(tokens), "n (h w) c -> n c h w", h=h, w=w)
+
+
+class Downsample(nn.Conv2d):
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, 3, stride=2, padding=1)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+# --- temporal layers (video) ---------------------------------------------------------
+
+class TemporalConv(nn.Module):
+    """1-D convolution over time at every spatial position (Make-A-Video's pseudo-3D
+    conv), residual and zero-initialised: identity at init."""
+
+    def __init__(self, channels: int, kernel: int = 3):
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.conv = zero_(nn.Conv1d(channels, channels, kernel, padding=kernel // 2))
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        # x: (B*T, C, H, W) -> every (b, h, w) as a sequence over T
+        h, w = x.shape[-2:]
+        seq = rearrange(F.silu(self.norm(x)), "(b t) c h w -> (b h w) c t", t=frames)
+        out = rearrange(self.conv(seq), "(b h w) c t -> (b t) c h w", h=h, w=w)
+        return x + out
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Fixed sin-cos embedding of float positions (N,): (N, dim) (Vaswani et al.)."""
+    return timestep_embedding(positions, dim, max_period=10000.0)
+
+
+class TemporalAttention(nn.Module):
+    """Each spatial position attends across frames (Ho et al. 2022, video diffusion),
+    with a sin-cos frame position added to its queries and keys' input only, and a
+    zero-initialised output: identity at init."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, zero_out=True)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # tokens: (N, T, D), N = batch x spatial positions
+        pos = sincos_1d(torch.arange(tokens.shape[1], device=tokens.device, dtype=torch.float32), tokens.shape[-1])
+        return tokens + self.attn(self.norm(tokens) + pos.to(tokens.dtype))
+
+
+# --- patches (DiT) -------------------------------------------------------------------
+
+class PatchEmbed(nn.Module):
+    """Images to tokens with p x p patches, or clips with t x p x p tubelets (ViViT).
+
+    A tubelet depth of 1 embeds each frame with the 2-D patch embedding, so a video
+    model shares its image twin's weights.
+    """
+
+    def __init__(self, in_channels: int, dim: int, patch: int, tubelet: int = 1):
+        super().__init__()
+        self.patch, self.tubelet = patch, tubelet
+        if tubelet == 1:
+            self.proj = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        else:
+            self.proj = nn.Conv3d(in_channels, dim, (tubelet, patch, patch), stride=(tubelet, patch, patch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # image (B, C, H, W) -> (B, 1, N, D); video (B, C, T, H, W) -> (B, T', N, D)
+        if x.dim() == 4:
+            return rearrange(self.proj(x), "b d h w -> b 1 (h w) d")
+        if self.tubelet == 1:
+            b = x.shape[0]
+            y = self.proj(rearrange(x, "b c t h w -> (b t) c h w"))
+            return rearrange(y, "(b t) d h w -> b t (h w) d", b=b)
+        return rearrange(self.proj(x), "b d t h w -> b t (h w) d")
+
+
+def unpatchify(tokens: torch.Tensor, channels: int, patch: int, tubelet: int, height: int, width: int,
+               video: bool) -> torch.Tensor:
+    """(B, T', N, t*p*p*C) tokens back to an image (B, C, H, W) or clip (B, C, T, H, W)."""
+    x = rearrange(tokens, "b t (h w) (tp p q c) -> b c (t tp) (h p) (w q)",
+                  h=height // patch, w=width // patch, tp=tubelet, p=patch, q=patch, c=channels)
+    return x if video else x[:, :, 0]
+
+
+def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
+    """2-D sin-cos position embedding (MAE / DiT): half the dims for rows, half for
+    columns. (h*w, dim)."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    return torch.cat([sincos_1d(ys.flatten(), dim // 2), sincos_1d(xs.flatten(), dim - dim // 2)], dim=-1)

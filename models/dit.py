@@ -1,0 +1,176 @@
+"""DiT: a Diffusion Transformer (Peebles & Xie 2023), for images and video.
+
+patchify -> N blocks with adaLN-Zero on (timestep + pooled text or class) and
+cross-attention to text tokens (PixArt-alpha) -> final adaLN layer -> unpatchify.
+Video: 3-D tubelets (ViViT) and either factorised attention, a spatial block (within
+each frame) then a temporal block (across frames) at every depth (Latte, variant 1),
+or full 3-D attention over all tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from models.base import ConfiguredModule, register
+from models.blocks import Attention, FeedForward, PatchEmbed, modulate, sincos_1d, sincos_2d, unpatchify, zero_
+from models.conditioning import Conditioner, concat_channels, concat_inputs
+from models.denoiser import check_inputs
+
+ATTENTION_MODES = ("factorized", "full")
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    in_channels: int = 4
+    out_channels: int | None = None  # default: in_channels (x2 with learn_sigma)
+    learn_sigma: bool = False
+    sample_size: int = 32  # native side, for docs and FLOP counts
+    patch_size: int = 2
+    hidden_size: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    text_dim: int | None = None  # token embeddings to cross-attend to
+    pooled_dim: int | None = None  # pooled text embedding added to the timestep
+    num_classes: int | None = None
+    video: bool = False
+    frames: int = 16  # native frame count (video)
+    tubelet: int = 1  # frames per 3-D patch
+    attention: str = "factorized"  # video: factorized | full
+    concat_keys: tuple[str, ...] = ()  # cond inputs appended as channels
+    noise_level: bool = False  # embed cond["noise_level"] (cascade noise augmentation)
+
+
+class DiTBlock(nn.Module):
+    """adaLN-Zero transformer block: shift/scale/gate from c for attention and MLP, an
+    unmodulated cross-attention between them; every branch starts at zero."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, context_dim: int | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm_cross = nn.LayerNorm(dim, eps=1e-6) if context_dim else None
+        self.cross = Attention(dim, heads, context_dim=dim, zero_out=True) if context_dim else None
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = FeedForward(dim, mlp_ratio)
+        self.ada = zero_(nn.Linear(dim, 6 * dim))
+
+    def forward(self, x, c, context=None, mask=None, pos=None):
+        # x: (N, L, D) tokens; c: (N, D); pos: (L, D) added to the attention input only
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(nn.functional.silu(c)).chunk(6, dim=-1)
+        h = modulate(self.norm1(x), shift1, scale1)
+        if pos is not None:
+            h = h + pos
+        x = x + gate1[:, None] * self.attn(h)
+        if self.cross is not None and context is not None:
+            x = x + self.cross(self.norm_cross(x), context, mask)
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ada = zero_(nn.Linear(dim, 2 * dim))
+        self.linear = zero_(nn.Linear(dim, out_dim))
+
+    def forward(self, x, c):
+        shift, scale = self.ada(nn.functional.silu(c)).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+@register
+class DiT(ConfiguredModule):
+    """model(x_t, t, cond) -> prediction for images (B, C, H, W) or clips (B, C, T, H, W)."""
+
+    config_class = DiTConfig
+
+    def __init__(self, config: DiTConfig):
+        super().__init__(config)
+        cfg = config
+        if cfg.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {cfg.attention!r}")
+        if cfg.tubelet > 1 and not cfg.video:
+            raise ValueError(f"tubelet={cfg.tubelet} needs video=True")
+        dim = cfg.hidden_size
+        self.out_channels = (cfg.out_channels or cfg.in_channels) * (2 if cfg.learn_sigma else 1)
+        self.patch = PatchEmbed(cfg.in_channels + concat_channels(cfg.concat_keys, cfg.in_channels), dim,
+                                cfg.patch_size, cfg.tubelet)
+        self.conditioner = Conditioner(dim, cfg.text_dim, cfg.pooled_dim, cfg.num_classes, cfg.noise_level)
+        context = dim if cfg.text_dim else None
+        self.blocks = nn.ModuleList(DiTBlock(dim, cfg.num_heads, cfg.mlp_ratio, context) for _ in range(cfg.depth))
+        factorized = cfg.video and cfg.attention == "factorized"
+        self.temporal_blocks = nn.ModuleList(
+            DiTBlock(dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth if factorized else 0))
+        self.final = FinalLayer(dim, cfg.patch_size**2 * cfg.tubelet * self.out_channels)
+        self._init_weights()
+
+    def _init_weights(self):
+        # DiT: xavier-uniform linears, patch embedding like a linear; then adaLN-Zero.
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch.proj.bias)
+        for emb in (self.conditioner.t_embed, self.conditioner.noise_level):
+            if emb is not None:
+                for layer in (emb.mlp[0], emb.mlp[2]):
+                    nn.init.normal_(layer.weight, std=0.02)
+        for block in [*self.blocks, *self.temporal_blocks]:
+            zero_(block.ada)
+            if block.cross is not None:
+                zero_(block.cross.to_out)
+        zero_(self.final.ada)
+        zero_(self.final.linear)
+
+    @property
+    def cond_keys(self) -> tuple[str, ...]:
+        return self.conditioner.keys + tuple(self.config.concat_keys)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        cfg = self.config
+        cond = check_inputs("DiT", x, t, cond, cfg.in_channels, (5,) if cfg.video else (4,), self.cond_keys)
+        height, width = x.shape[-2:]
+        p = cfg.patch_size
+        if height % p or width % p:
+            raise ValueError(f"DiT with patch size {p} needs height and width divisible by {p}, "
+                             f"got x of shape {tuple(x.shape)}")
+        if cfg.video and x.shape[2] % cfg.tubelet:
+            raise ValueError(f"DiT with tubelet depth {cfg.tubelet} needs a frame count divisible by "
+                             f"{cfg.tubelet}, got x of shape {tuple(x.shape)}")
+        if cfg.concat_keys:
+            x = concat_inputs(x, cond, cfg.concat_keys)
+
+        tokens = self.patch(x)  # (B, T', N, D)
+        b, frames, n, dim = tokens.shape
+        pos = sincos_2d(height // p, width // p, dim, tokens.device).to(tokens.dtype)
+        tokens = tokens + pos
+        c, context, mask = self.conditioner(t, cond)  # (B, D), (B, L, D), (B, L)
+        time_pos = sincos_1d(torch.arange(frames, device=x.device, dtype=torch.float32), dim).to(tokens.dtype)
+
+        if not cfg.video or cfg.attention == "factorized":
+            # Spatial blocks see each frame alone; temporal blocks each position over time.
+            cf = c.repeat_interleave(frames, 0)
+            ctx = context.repeat_interleave(frames, 0) if context is not None else None
+            msk = mask.repeat_interleave(frames, 0) if mask is not None else None
+            cn = c.repeat_interleave(n, 0)
+            h = rearrange(tokens, "b t n d -> (b t) n d")
+            for i, block in enumerate(self.blocks):
+                h = block(h, cf, ctx, msk)
+                if self.temporal_blocks:
+                    h = rearrange(h, "(b t) n d -> (b n) t d", b=b)
+                    h = self.temporal_blocks[i](h, cn, pos=time_pos)
+                    h = rearrange(h, "(b n) t d -> (b t) n d", b=b)
+            out = rearrange(self.final(h, cf), "(b t) n e -> b t n e", b=b)
+        else:  # full 3-D attention over all T' x N tokens
+            h = rearrange(tokens + time_pos[None, :, None], "b t n d -> b (t n) d")
+            for block in self.blocks:
+                h = block(h, c, context, mask)
+            out = rearrange(self.final(h, c), "b (t n) e -> b t n e", t=frames)
+        return unpatchify(out, self.out_channels, p, cfg.tubelet, height, width, cfg.video)

@@ -1,0 +1,264 @@
+"""Denoisers: shapes, identity at init, video twins, frame mixing, checkpoints, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import models
+from models.blocks import ResBlock, SpatialTransformer, TemporalAttention, TemporalConv
+from models.dit import DiTBlock
+
+TINY = ("unet-tiny", "dit-tiny", "video-unet-tiny", "video-dit-tiny")
+
+
+def _inputs(net, batch=2, frames=4, size=None, text_len=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = net.config
+    size = size or cfg.sample_size
+    shape = (batch, cfg.in_channels, frames, size, size) if cfg.video else (batch, cfg.in_channels, size, size)
+    x = torch.randn(shape, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    cond = {}
+    if cfg.text_dim:
+        cond["text"] = torch.randn(batch, text_len, cfg.text_dim, generator=g)
+        cond["text_mask"] = torch.ones(batch, text_len, dtype=torch.bool)
+        cond["text_mask"][0, 3:] = False
+    if cfg.pooled_dim:
+        cond["pooled"] = torch.randn(batch, cfg.pooled_dim, generator=g)
+    if cfg.num_classes:
+        cond["label"] = torch.randint(0, cfg.num_classes, (batch,), generator=g)
+    return x, t, cond
+
+
+def _randomize(net, seed=0):
+    """Give every parameter (zero-initialised ones too) small random values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return net
+
+
+@pytest.mark.parametrize("name", list(models.PRESETS))
+def test_every_preset_keeps_the_input_shape(name):
+    # Tiny presets run for real; the big ones propagate shapes on the meta device.
+    device = "cpu" if name in TINY else "meta"
+    with torch.device(device):
+        net = models.create(name).eval()
+        x, t, cond = _inputs(net, batch=1, frames=2 * getattr(net.config, "tubelet", 1))
+    x, t = x.to(device), t.to(device)
+    cond = {k: v.to(device) for k, v in cond.items()}
+    with torch.no_grad():
+        assert net(x, t, cond).shape == x.shape
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_learned_sigma_doubles_the_output_channels(name):
+    net = models.create(name, learn_sigma=True)
+    x, t, cond = _inputs(net)
+    out = net(x, t, cond)
+    assert out.shape[1] == 2 * x.shape[1] and out.shape[2:] == x.shape[2:]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_gradients_reach_every_parameter(name):
+    net = _randomize(models.create(name))
+    x, t, cond = _inputs(net)
+    cond["null"] = torch.tensor([True, False])  # reaches the null embeddings too
+    net(x, t, cond).square().mean().backward()
+    dead = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, dead
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_fresh_models_predict_zero(name):
+    # Zero-initialised output layers (DiT final layer, U-Net conv_out).
+    net = models.create(name)
+    x, t, cond = _inputs(net)
+    assert torch.count_nonzero(net(x, t, cond)) == 0
+
+
+def test_blocks_are_the_identity_at_init():
+    torch.manual_seed(0)
+    tokens, c = torch.randn(3, 10, 32), torch.randn(3, 32)
+    ctx, mask = torch.randn(3, 4, 32), torch.ones(3, 4, dtype=torch.bool)
+    assert torch.equal(DiTBlock(32, 4, 4.0, context_dim=32)(tokens, c, ctx, mask), tokens)
+    fmap = torch.randn(6, 16, 8, 8)
+    assert torch.equal(SpatialTransformer(16, 2, 32)(fmap, ctx.repeat(2, 1, 1), mask.repeat(2, 1)), fmap)
+    assert torch.equal(ResBlock(16, 16, 32)(fmap, torch.randn(6, 32)), fmap)
+    assert torch.equal(TemporalConv(16)(fmap, frames=3), fmap)
+    seq = torch.randn(5, 7, 16)
+    assert torch.equal(TemporalAttention(16, 2)(seq), seq)
+
+
+@pytest.mark.parametrize("kind", ["unet", "dit"])
+def test_a_video_model_at_init_is_its_image_twin_frame_by_frame(kind):
+    if kind == "unet":
+        image = models.create("unet-tiny")
+        video = models.create("video-unet-tiny")
+    else:
+        image = models.create("dit-tiny")
+        video = models.create("video-dit-tiny", tubelet=1)
+    _randomize(image)
+    missing, unexpected = video.load_state_dict(image.state_dict(), strict=False)
+    assert not unexpected and missing and all("temporal" in k for k in missing), missing
+    x, t, cond = _inputs(video, frames=5)
+    with torch.no_grad():
+        out = video(x, t, cond)
+        for f in range(5):
+            # Equal up to float32 summation order (batch shapes differ).
+            scale = out.abs().max().item()
+            torch.testing.assert_close(out[:, :, f], image(x[:, :, f], t, cond), rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("name, tubelet", [("video-unet-tiny", 1), ("video-dit-tiny", 2), ("video-dit-tiny", 1)])
+def test_temporal_layers_mix_frames_and_spatial_layers_never_do(name, tubelet):
+    overrides = {"tubelet": tubelet} if "dit" in name else {}
+    net = _randomize(models.create(name, **overrides)).eval()
+    x, t, cond = _inputs(net, frames=4)
+    x2 = x.clone()
+    x2[:, :, 0] += 1.0
+    with torch.no_grad():
+        base = net(x, t, cond)
+        changed = (net(x2, t, cond) - base)[:, :, -1].abs().max()
+        assert changed > 1e-5 * base.abs().max()
+        # Silence every temporal layer: frames no longer talk to each other.
+        for n, p in net.named_parameters():
+            if "temporal" in n and (n.endswith("ada.weight") or n.endswith("ada.bias") or "conv." in n
+                                    or "attn.to_out" in n):
+                p.zero_()
+        out1, out2 = net(x, t, cond), net(x2, t, cond)
+    last = -1 if tubelet == 1 else slice(-tubelet, None)  # a tubelet mixes the frames inside it
+    assert torch.equal(out1[:, :, last], out2[:, :, last])
+
+
+def test_full_3d_attention_option():
+    net = _randomize(models.create("video-dit-tiny", attention="full")).eval()
+    assert len(net.temporal_blocks) == 0
+    x, t, cond = _inputs(net, frames=4)
+    x2 = x.clone()
+    x2[:, :, 0] += 1.0
+    with torch.no_grad():
+        assert (net(x2, t, cond) - net(x, t, cond))[:, :, -1].abs().max() > 1e-3
+
+
+def test_null_condition_ignores_the_text():
+    net = _randomize(models.create("dit-tiny")).eval()
+    x, t, cond = _inputs(net)
+    other = {**cond, "text": torch.randn_like(cond["text"]), "pooled": torch.randn_like(cond["pooled"])}
+    null = torch.tensor([True, True])
+    with torch.no_grad():
+        assert torch.equal(net(x, t, {**cond, "null": null}), net(x, t, {**other, "null": null}))
+        assert not torch.equal(net(x, t, cond), net(x, t, other))
+
+
+def test_padding_tokens_are_masked_out():
+    net = _randomize(models.create("unet-tiny")).eval()
+    x, t, cond = _inputs(net)
+    cond["text_mask"][:] = True
+    cond["text_mask"][:, 3:] = False
+    junk = cond["text"].clone()
+    junk[:, 3:] = 100.0
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, cond), net(x, t, {**cond, "text": junk}))
+
+
+@pytest.mark.parametrize("name", ["dit-tiny", "unet-tiny", "video-dit-tiny"])
+def test_class_conditioning_and_concat_inputs(name):
+    video = "video" in name
+    keys = ("frames", "frame_mask") if video else ("low_res",)
+    net = _randomize(models.create(name, num_classes=10, text_dim=None, pooled_dim=None,
+                                   concat_keys=keys, noise_level=True)).eval()
+    x, t, cond = _inputs(net, frames=4)
+    cond["noise_level"] = torch.tensor([0, 250])
+    if video:
+        cond["frames"] = torch.randn_like(x)
+        cond["frame_mask"] = torch.tensor([[1.0, 0, 1, 0], [1, 1, 0, 0]])
+    else:
+        cond["low_res"] = torch.randn(2, 3, 8, 8)  # upsampled to x's size inside
+    with torch.no_grad():
+        base = net(x, t, cond)
+        assert base.shape == x.shape
+        key = "frames" if video else "low_res"
+        assert not torch.equal(base, net(x, t, {**cond, key: cond[key] + 1}))
+        assert not torch.equal(base, net(x, t, {**cond, "noise_level": cond["noise_level"] + 100}))
+        assert not torch.equal(base, net(x, t, {**cond, "label": (cond["label"] + 1) % 10}))
+
+
+def test_checkpoints_round_trip_bit_for_bit(tmp_path):
+    net = _randomize(models.create("video-dit-tiny")).eval()
+    net.save_pretrained(tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert config["_class"] == "DiT" and config["tubelet"] == 2
+    back = models.load_pretrained(tmp_path / "ckpt").eval()
+    assert back.config == net.config
+    for (n, a), (_, b) in zip(net.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), n
+    x, t, cond = _inputs(net)
+    with torch.no_grad():
+        assert torch.equal(net(x, t, cond), back(x, t, cond))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        net.save_pretrained(tmp_path / "ckpt")
+    net.save_pretrained(tmp_path / "ckpt", overwrite=True)
+
+
+def test_configs_round_trip_through_json():
+    for name, (cls, kwargs) in models.PRESETS.items():
+        config = cls.config_class(**kwargs)
+        data = json.loads(json.dumps(models.base.config_to_dict(config)))
+        assert models.base.config_from_dict(cls.config_class, data) == config
+
+
+def test_overrides_and_unknown_names():
+    net = models.create("dit-tiny", in_channels=4, text_dim=128)
+    assert net.config.in_channels == 4 and net.config.text_dim == 128
+    with pytest.raises(ValueError, match="unknown model preset 'dit-huge'; known: unet-tiny"):
+        models.create("dit-huge")
+    with pytest.raises(ValueError, match="no field"):
+        models.create("dit-tiny", widht=3)
+    assert dict(models.list_models())["dit-tiny"] == models.create("dit-tiny").num_parameters()
+
+
+@pytest.mark.parametrize("name, bad, message", [
+    ("dit-tiny", dict(channels=4), "built for 3 input channels"),
+    ("unet-tiny", dict(channels=1), "built for 3 input channels"),
+    ("dit-tiny", dict(size=15), "divisible by 2"),
+    ("unet-tiny", dict(size=9), "divisible by 2"),
+    ("video-dit-tiny", dict(frames=3), "frame count divisible by 2"),
+    ("dit-tiny", dict(drop="pooled"), "needs cond key"),
+    ("video-unet-tiny", dict(rank=4), r"\(B, C, T, H, W\)"),
+])
+def test_bad_input_names_the_shapes(name, bad, message):
+    net = models.create(name)
+    cfg = net.config
+    size = bad.get("size", cfg.sample_size)
+    frames = bad.get("frames", 4)
+    channels = bad.get("channels", cfg.in_channels)
+    x, t, cond = _inputs(net, frames=frames, size=size)
+    x = x[:, :1].repeat_interleave(channels, 1) if channels != cfg.in_channels else x
+    if bad.get("rank") == 4:
+        x = x[:, :, 0]
+    cond.pop(bad.get("drop", "-"), None)
+    with pytest.raises(ValueError, match=message):
+        net(x, t, cond)
+
+
+def test_torch_compile_traces_without_graph_breaks():
+    dynamo = pytest.importorskip("torch._dynamo")
+    net = models.create("dit-tiny").eval()
+    x, t, cond = _inputs(net)
+    try:
+        compiled = torch.compile(net, backend="eager", fullgraph=True)
+        with torch.no_grad():
+            out = compiled(x, t, cond)
+    except Exception as err:  # pragma: no cover - only where dynamo cannot run at all
+        if "not supported" in str(err).lower() and "python" in str(err).lower():
+            pytest.skip(f"torch.compile unavailable: {err}")
+        raise
+    finally:
+        dynamo.reset()
+    with torch.no_grad():
+        torch.testing.assert_close(out, net(x, t, cond))
