@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from models.base import ConfiguredModule, load_pretrained, read_config, register  # noqa: F401
 from models.dit import DiT, DiTConfig
+from models.text import TextEncoder, TextEncoderConfig
 from models.unet import UNet, UNetConfig
 
 # name -> (class, config kwargs). Tiny presets train in CI in seconds; the others are
@@ -90,4 +91,4 @@ def summary() -> list[dict]:
 
 
 __all__ = ["summary", "native_input", "create", "list_models", "load_pretrained", "read_config", "PRESETS", "DiT", "DiTConfig",
-           "UNet", "UNetConfig", "ConfiguredModule", "register"]
+           "UNet", "UNetConfig", "TextEncoder", "TextEncoderConfig", "ConfiguredModule", "register"]
