@@ -25,6 +25,8 @@ PRESETS: dict[str, tuple[type, dict]] = {
                                    video=True, frames=8)),
     "video-dit-tiny": (DiT, dict(in_channels=3, sample_size=16, patch_size=2, hidden_size=64, depth=2,
                                  num_heads=2, text_dim=64, pooled_dim=64, video=True, frames=8, tubelet=2)),
+    "dit-xs/2": (DiT, dict(in_channels=3, sample_size=32, patch_size=2, hidden_size=192, depth=8,
+                           num_heads=6, text_dim=128, pooled_dim=128)),
     "dit-s/2": (DiT, dict(in_channels=4, sample_size=16, patch_size=2, hidden_size=384, depth=12,
                           num_heads=6, text_dim=256, pooled_dim=256)),
     "dit-b/2": (DiT, dict(in_channels=4, sample_size=32, patch_size=2, hidden_size=768, depth=12,

@@ -85,11 +85,14 @@ class ConfiguredModule(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False,
+                        dtype: torch.dtype | None = None) -> Path:
         """Write `config.json` and `model.safetensors` into folder `path`.
 
         An existing checkpoint there is replaced only with `overwrite=True`; each file is
         written to a temporary name and renamed, so a crash never leaves a torn file.
+        `dtype` (e.g. torch.float16) stores floating-point weights at that precision;
+        loading casts them back to the module's dtype.
         """
         from safetensors.torch import save_file
 
@@ -97,7 +100,8 @@ class ConfiguredModule(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         if not overwrite and ((path / CONFIG_NAME).exists() or (path / WEIGHTS_NAME).exists()):
             raise FileExistsError(f"{path} already holds a checkpoint; pass overwrite=True to replace it")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype)
+                 .contiguous().cpu() for k, v in self.state_dict().items()}
         meta = {"class": type(self).__name__}
         _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
         config = {"_class": type(self).__name__, **config_to_dict(self.config)}

@@ -241,12 +241,12 @@ class TextEncoder(ConfiguredModule):
         self.tower.load_state_dict(state)
         return path
 
-    def save_pretrained(self, path, overwrite: bool = False) -> Path:
+    def save_pretrained(self, path, overwrite: bool = False, dtype=None) -> Path:
         """Write config.json + model.safetensors; the weights are in the folder, so the saved
         config has `pretrained=None` and loading never needs the original open_clip file."""
         config, self.config = self.config, dataclasses.replace(self.config, pretrained=None)
         try:
-            return super().save_pretrained(path, overwrite=overwrite)
+            return super().save_pretrained(path, overwrite=overwrite, dtype=dtype)
         finally:
             self.config = config
 

@@ -14,14 +14,14 @@ import argparse
 import sys
 
 from gen import __version__
-from gen.cli import data, models, pending
+from gen.cli import data, image, models, pending, train
 from gen.errors import GenError
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
 COMMANDS = (
-    ("image", "generate images from a prompt", pending),
+    ("image", "generate images from a prompt", image),
     ("video", "generate a video clip from a prompt", pending),
-    ("train", "train a denoiser or VAE on a dataset", pending),
+    ("train", "train a text-conditioned denoiser on a dataset", train),
     ("score", "score images or clips (FID, KID, CLIPScore, ...)", pending),
     ("eval", "evaluate a model: generate samples and score them", pending),
     ("data", "write a captioned dataset to disk (toy world: images or clips)", data),
@@ -58,12 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # which flags were given
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return args.run(args) or 0
     except GenError as err:
+        print(f"gen: error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # the libraries' bad-input errors (samplers, models)
+        from samplers import SamplerError
+
+        if not isinstance(err, SamplerError):
+            raise
         print(f"gen: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

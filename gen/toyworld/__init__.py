@@ -36,9 +36,15 @@ class Sample:
     attributes: dict
 
 
-def image_scene(index: int, seed: int = 0) -> tuple[Scene, str]:
+def image_scene(index: int, seed: int = 0, kind: str | None = None) -> tuple[Scene, str]:
+    """Scene and caption of image `index`; `kind` (single, wearing, relation, count)
+    restricts the draw to one kind of scene (a different stream from the default)."""
+    if kind is not None and kind not in IMAGE_KINDS:
+        from gen.errors import GenError
+
+        raise GenError(f"unknown scene kind {kind!r}; known: {', '.join(IMAGE_KINDS)}")
     rng = Stream(seed, index, _IMAGE_SALT)
-    scene = sample_image_scene(rng)
+    scene = sample_image_scene(rng, kind)
     return scene, caption(scene, rng)
 
 
@@ -59,10 +65,10 @@ def _check(size: int, frames: int = 1, fps: float = 1.0) -> None:
         raise GenError(f"fps must be positive, got {fps!r}")
 
 
-def toy_image(index: int, size: int = 64, seed: int = 0) -> Sample:
-    """Image `index` of the toy world with this seed."""
+def toy_image(index: int, size: int = 64, seed: int = 0, kind: str | None = None) -> Sample:
+    """Image `index` of the toy world with this seed (of one `kind` of scene if given)."""
     _check(size)
-    scene, text = image_scene(index, seed)
+    scene, text = image_scene(index, seed, kind)
     return Sample(render_image(scene, size), text, attributes(scene, text))
 
 

@@ -1,0 +1,148 @@
+"""`gen image "a cat in a hat"`: generate images with a text-to-image pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from gen.errors import GenError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", nargs="?", default=None, help='what to draw, e.g. "a cat in a hat"')
+    parser.add_argument("--out", help="PNG file or existing folder (default: a name from the prompt, here)")
+    parser.add_argument("--n", type=int, default=1, help="how many images (image k uses seed + k)")
+    parser.add_argument("--grid", action="store_true", help="also write the images as one grid")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpm++2m, heun or diffusers:<SchedulerClass>")
+    parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = none)")
+    parser.add_argument("--negative", default=None, help="negative prompt (guides away from it)")
+    parser.add_argument("--model", default="default", help="shipped name or pipeline folder (default: default)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and compute precision")
+    parser.add_argument("--from", dest="from_png", metavar="IMAGE.png",
+                        help="regenerate from the parameters stored in a PNG made by gen (flags override)")
+
+
+def slug(prompt: str) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
+    return words[:60].rstrip("-") or "unconditional"
+
+
+def free_path(path: Path) -> Path:
+    """`path`, or the first of path-1, path-2, ... that does not exist."""
+    if not path.exists():
+        return path
+    k = 1
+    while (candidate := path.with_name(f"{path.stem}-{k}{path.suffix}")).exists():
+        k += 1
+    return candidate
+
+
+def _targets(args, prompt: str) -> tuple[Path, str]:
+    """(folder, file stem) for the output, checking the folder can be written."""
+    if args.out is None:
+        folder, stem = Path.cwd(), slug(prompt)
+    elif args.out.endswith(("/", "\\")) or Path(args.out).is_dir():
+        folder, stem = Path(args.out), slug(prompt)
+    else:
+        out = Path(args.out)
+        if out.suffix.lower() != ".png":
+            raise GenError(f"--out must be a .png file or an existing folder, got {args.out}")
+        folder, stem = out.parent, out.stem
+    if not folder.is_dir():
+        raise GenError(f"--out: folder {folder} does not exist; create it first")
+    import os
+
+    if not os.access(folder, os.W_OK):
+        raise GenError(f"--out: folder {folder} is not writable")
+    return folder, stem
+
+
+def _from_png(args) -> None:
+    from gen.video_io import read_png_text
+
+    stored = read_png_text(args.from_png)
+    if "gen" not in stored:
+        raise GenError(f"--from {args.from_png}: no generation parameters (not an image written by gen image)")
+    params = json.loads(stored["gen"])
+    given = {a.split("=")[0] for a in args.argv if a.startswith("--")}
+    if args.prompt is None:
+        args.prompt = params["prompt"]
+    for key in ("steps", "sampler", "cfg", "negative", "model", "dtype"):
+        if f"--{key}" not in given and key in params:
+            setattr(args, key, params[key])
+    if "--seed" not in given:
+        args.seed = params["seed"]
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from gen.pipeline import Pipeline, to_uint8
+    from gen.runtime import resolve_device
+    from gen.video_io import write_png
+
+    if args.from_png:
+        _from_png(args)
+    if args.prompt is None:
+        raise GenError('give a prompt, e.g. gen image "a cat in a hat" (or --from IMAGE.png)')
+    if not 1 <= args.n <= 64:
+        raise GenError(f"--n must be between 1 and 64, got {args.n}")
+    if args.seed < 0:
+        raise GenError(f"--seed must be a non-negative integer, got {args.seed}")
+    prompt = args.prompt
+    folder, stem = _targets(args, prompt)
+    device = resolve_device(args.device)
+    if not prompt.strip():
+        print("gen: empty prompt: drawing unconditional samples", file=sys.stderr)
+
+    timings = {}
+    t0 = time.perf_counter()
+    pipe = Pipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype))
+    timings["load"] = time.perf_counter() - t0
+    seeds = [args.seed + k for k in range(args.n)]
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
+        images = to_uint8(pipe.generate([prompt] * args.n, seeds, steps=args.steps, sampler=args.sampler,
+                                        cfg=args.cfg, negative=args.negative))
+    timings["generate"] = time.perf_counter() - t0
+    d = pipe.defaults
+    params = {"prompt": prompt, "seed": args.seed, "steps": args.steps or d.steps, "sampler": args.sampler or d.sampler,
+              "cfg": d.cfg if args.cfg is None else args.cfg, "negative": args.negative or "", "model": args.model,
+              "dtype": args.dtype, "size": images.shape[1]}
+    from gen import __version__
+
+    written = []
+    for k, image in enumerate(images):
+        meta = {**params, "seed": seeds[k]}
+        chunks = {"gen": json.dumps(meta), "prompt": prompt, "software": f"gen {__version__}"}
+        written.append(_write(folder / f"{stem}.png", image, chunks, write_png))
+    if args.grid and args.n > 1:
+        cols = int(np.ceil(np.sqrt(args.n)))
+        pad = np.zeros((cols * ((args.n + cols - 1) // cols) - args.n, *images.shape[1:]), np.uint8)
+        tiles = np.concatenate([images, pad])
+        grid = np.concatenate([np.concatenate(list(tiles[r:r + cols]), 1) for r in range(0, len(tiles), cols)], 0)
+        written.append(_write(folder / f"{stem}-grid.png", grid, {"gen-grid": json.dumps(params)}, write_png))
+    for path in written:
+        print(path)
+    return 0
+
+
+def _write(path: Path, image, chunks: dict, write_png) -> Path:
+    for _ in range(100):  # another process may take the name between the check and the write
+        try:
+            return write_png(free_path(path), image, chunks)
+        except GenError as err:
+            if "exists" not in str(err):
+                raise
+    raise GenError(f"could not find a free file name next to {path}")

@@ -1,0 +1,61 @@
+"""`gen train`: train a text-conditioned denoiser on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+# flag -> (TrainConfig field, type, help). Flags left out keep the config file's value,
+# then TrainConfig's default.
+FLAGS = {
+    "--data": ("data", str, "dataset name or folder (default toy; see `gen data`)"),
+    "--model": ("model", str, "model preset (see `gen models`; default dit-tiny)"),
+    "--out": ("out", str, "run folder to create (checkpoints, samples, log, pipeline)"),
+    "--steps": ("steps", int, "optimiser steps in total (default 1000)"),
+    "--batch": ("batch", int, "global batch size (default 64)"),
+    "--lr": ("lr", float, "peak learning rate (default 1e-3)"),
+    "--warmup": ("warmup", int, "linear warm-up steps (default 100)"),
+    "--lr-schedule": ("lr_schedule", str, "constant or cosine after warm-up"),
+    "--size": ("size", int, "image side in pixels (default 32)"),
+    "--n": ("data_n", int, "toy data: number of distinct samples"),
+    "--frames": ("frames", int, "video: frames per clip"),
+    "--fps": ("fps", float, "video: frames per second"),
+    "--ema-decay": ("ema_decay", float, "EMA decay (default 0.999)"),
+    "--cond-drop": ("cond_drop", float, "probability of dropping the text, for CFG (default 0.1)"),
+    "--weighting": ("loss_weighting", str, "loss weighting: min_snr (default) or uniform"),
+    "--workers": ("workers", int, "data loader worker processes (default 0)"),
+    "--max-minutes": ("max_minutes", float, "stop (checkpoint and export) after this many minutes"),
+    "--log-every": ("log_every", int, "steps between log lines"),
+    "--sample-every": ("sample_every", int, "steps between sample grids (0: never)"),
+    "--ckpt-every": ("ckpt_every", int, "steps between checkpoints"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=("image", "video"), help="what to train")
+    parser.add_argument("--config", help="YAML / TOML / JSON file of options; flags override it")
+    for flag, (_, kind, help_text) in FLAGS.items():
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
+    parser.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bf16 autocast)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gen.train import TrainConfig, read_config_file, train
+
+    values = read_config_file(args.config) if args.config else {}
+    values["kind"] = args.kind
+    for flag, (name, _, _) in FLAGS.items():
+        given = getattr(args, flag[2:].replace("-", "_"))
+        if given is not None:
+            values[name] = given
+    if args.no_bf16:
+        values["bf16"] = False
+    values.setdefault("seed", args.seed)
+    cfg = TrainConfig.from_dict(values)
+    if not cfg.out:
+        from gen.errors import GenError
+
+        raise GenError("--out is required: the run folder to create")
+    pipeline = train(cfg, resume=args.resume, device=args.device)
+    print(pipeline)
+    return 0

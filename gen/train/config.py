@@ -1,0 +1,108 @@
+"""Training configuration: one dataclass, from CLI flags and/or a YAML / TOML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gen.errors import GenError
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved as `config.json` in the run folder."""
+
+    out: str = ""
+    kind: str = "image"  # image | video
+    data: str = "toy"
+    data_n: int | None = None  # toy datasets: how many distinct samples (None: the default)
+    size: int = 32
+    frames: int = 16
+    fps: float = 8.0
+    channels: int = 3
+    model: str = "dit-tiny"
+    model_overrides: dict = field(default_factory=dict)
+    text_encoder: dict = field(default_factory=lambda: {"arch": "tiny", "hash_vocab": 4096})
+    train_text_encoder: bool = True
+    schedule: dict = field(default_factory=lambda: {"beta_schedule": "cosine", "prediction": "v"})
+    loss_weighting: str = "min_snr"  # uniform | min_snr
+    min_snr_gamma: float = 5.0
+    steps: int = 1000
+    batch: int = 64
+    lr: float = 1e-3
+    warmup: int = 100
+    lr_schedule: str = "constant"  # constant | cosine
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    cond_drop: float = 0.1
+    bf16: bool = True
+    seed: int = 0
+    max_minutes: float | None = None  # stop early (checkpoint + export) after this wall time
+    workers: int = 0
+    log_every: int = 10
+    sample_every: int = 500
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    sample_prompts: tuple[str, ...] = ("a cat in a hat", "a red ball left of a blue house",
+                                       "two yellow stars", "a green bird")
+    sample_steps: int = 25
+    sample_cfg: float = 3.0
+
+    def validate(self) -> "TrainConfig":
+        positive = {"steps": self.steps, "batch": self.batch, "size": self.size, "frames": self.frames}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value <= 0:
+                raise GenError(f"--{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise GenError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise GenError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.cond_drop < 1:
+            raise GenError(f"--cond-drop must be in [0, 1), got {self.cond_drop}")
+        if self.kind not in ("image", "video"):
+            raise GenError(f"training kind must be image or video, got {self.kind!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise GenError(f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if not self.out:
+            raise GenError("--out is required: the run folder to create")
+        return self
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise GenError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        data = dict(data)
+        if "sample_prompts" in data:
+            data["sample_prompts"] = tuple(data["sample_prompts"])
+        return cls(**data)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A YAML or TOML file of TrainConfig fields (dashes or underscores)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenError(f"--config {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    elif path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise GenError("reading a YAML config needs PyYAML: pip install pyyaml") from None
+        data = yaml.safe_load(text) or {}
+    elif path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        raise GenError(f"--config must be a .yaml, .yml, .toml or .json file, got {path}")
+    return {k.replace("-", "_"): v for k, v in data.items()}
