@@ -26,10 +26,12 @@ def _positive(name: str, value, kind=int):
     return value
 
 
-class ToyImageDataset(Dataset):
-    """`n` toy-world images of `size` pixels: {"image", "text", "attributes"}."""
+class _ToyDataset(Dataset):
+    """`n` samples of the toy world; subclasses draw sample i in `draw(i)`."""
 
-    def __init__(self, n: int = 100_000, size: int = 64, seed: int = 0, channels: int = 3):
+    key = ""
+
+    def __init__(self, n: int, size: int, seed: int, channels: int):
         self.n, self.size, self.seed = _positive("n", n), _positive("size", size), seed
         self.channels = check_channels(channels)
 
@@ -39,25 +41,32 @@ class ToyImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         if not -self.n <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} samples")
-        s = toy_image(i % self.n, self.size, self.seed)
-        return {"image": to_tensor(s.pixels, self.channels), "text": s.caption, "attributes": s.attributes}
+        s = self.draw(i % self.n)
+        return {self.key: to_tensor(s.pixels, self.channels), "text": s.caption, "attributes": s.attributes}
 
 
-class ToyVideoDataset(Dataset):
+class ToyImageDataset(_ToyDataset):
+    """`n` toy-world images of `size` pixels: {"image", "text", "attributes"}."""
+
+    key = "image"
+
+    def __init__(self, n: int = 100_000, size: int = 64, seed: int = 0, channels: int = 3):
+        super().__init__(n, size, seed, channels)
+
+    def draw(self, i: int):
+        return toy_image(i, self.size, self.seed)
+
+
+class ToyVideoDataset(_ToyDataset):
     """`n` toy-world clips: {"video": (C, T, H, W), "text", "attributes"}."""
+
+    key = "video"
 
     def __init__(self, n: int = 10_000, size: int = 32, frames: int = 16, fps: float = 8.0,
                  seed: int = 0, channels: int = 3):
-        self.n, self.size, self.seed = _positive("n", n), _positive("size", size), seed
+        super().__init__(n, size, seed, channels)
         self.frames = _positive("frames", frames)
         self.fps = _positive("fps", fps, (int, float))
-        self.channels = check_channels(channels)
 
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict:
-        if not -self.n <= i < self.n:
-            raise IndexError(f"index {i} out of range for {self.n} samples")
-        s = toy_clip(i % self.n, self.size, self.frames, self.fps, self.seed)
-        return {"video": to_tensor(s.pixels, self.channels), "text": s.caption, "attributes": s.attributes}
+    def draw(self, i: int):
+        return toy_clip(i, self.size, self.frames, self.fps, self.seed)
