@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 # flag -> (TrainConfig field, type, help). Flags left out keep the config file's value,
 # then TrainConfig's default.
@@ -50,7 +52,14 @@ def run(args: argparse.Namespace) -> int:
             values[name] = given
     if args.no_bf16:
         values["bf16"] = False
-    values.setdefault("seed", args.seed)
+    if "seed" not in values or any(a == "--seed" or a.startswith("--seed=") for a in getattr(args, "argv", ())):
+        values["seed"] = args.seed  # a --seed flag beats the config file's
+    if args.resume and "steps" not in values and values.get("out"):  # continue to the run's own step count
+        from gen.train.checkpoint import latest_checkpoint
+
+        checkpoint = latest_checkpoint(Path(values["out"]))
+        if checkpoint is not None:
+            values["steps"] = json.loads((checkpoint / "state.json").read_text())["config"]["steps"]
     cfg = TrainConfig.from_dict(values)
     if not cfg.out:
         from gen.errors import GenError

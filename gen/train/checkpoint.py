@@ -4,7 +4,6 @@
         model.safetensors      the trained module (text encoder + denoiser)
         ema.safetensors        its exponential moving average
         optimizer.pt           AdamW state (tensors and numbers; read with weights_only=True)
-        rng.safetensors        the noise generator's state
         state.json             step, EMA updates, LR-scheduler state, config
     RUN/checkpoints/latest     the name of the newest complete checkpoint
 
@@ -37,8 +36,7 @@ def latest_checkpoint(run: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
-def save_checkpoint(run: Path, step: int, model, ema, optimizer, lr_scheduler, generator: torch.Generator,
-                    config: dict, keep: int = 2) -> Path:
+def save_checkpoint(run: Path, step: int, model, ema, optimizer, lr_scheduler, config: dict, keep: int = 2) -> Path:
     root = checkpoint_dir(run)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
@@ -49,7 +47,6 @@ def save_checkpoint(run: Path, step: int, model, ema, optimizer, lr_scheduler, g
     save_file(state, tmp / "model.safetensors")
     save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    save_file({"generator": generator.get_state()}, tmp / "rng.safetensors")
     meta = {"step": step, "ema_updates": ema.updates, "lr_scheduler": lr_scheduler.state_dict(), "config": config}
     (tmp / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
     final = root / name
@@ -66,14 +63,13 @@ def save_checkpoint(run: Path, step: int, model, ema, optimizer, lr_scheduler, g
     return final
 
 
-def load_checkpoint(path: Path, model, ema, optimizer, lr_scheduler, generator: torch.Generator) -> int:
+def load_checkpoint(path: Path, model, ema, optimizer, lr_scheduler) -> int:
     """Restore a checkpoint in place; returns the step it was taken at."""
     try:
         meta = json.loads((path / "state.json").read_text())
         model.load_state_dict(load_file(path / "model.safetensors"))
         ema.load_state_dict(load_file(path / "ema.safetensors"), meta["ema_updates"])
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        generator.set_state(load_file(path / "rng.safetensors")["generator"])
         lr_scheduler.load_state_dict(meta["lr_scheduler"])
     except (OSError, KeyError, RuntimeError, ValueError) as err:
         raise GenError(f"cannot resume from {path}: {err}") from None

@@ -5,18 +5,23 @@ q_sample(x_0, t, eps) -> prediction = denoiser(x_t, t, text(captions), null=drop
 weighted MSE against training_target -> AdamW step (warm-up, clipping) -> EMA update.
 
 Runs are exactly resumable: the data order is a function of the step (sample k of the
-run is dataset index perm_epoch[k mod N]), the noise comes from one saved generator,
-and model, EMA, optimiser and LR schedule are restored from the checkpoint. Under
+run is dataset index perm_epoch[k mod N]), so is the noise (each rank reseeds its
+generator from (seed, rank, step)), and model, EMA, optimiser and LR schedule are restored
+from the checkpoint. A step is all or nothing: Ctrl-C during the forward or backward drops
+it, and one arriving during the update is held until the update is complete. Under
 torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel; rank 0 logs and saves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -95,6 +100,29 @@ class _Batches(torch.utils.data.Sampler):
             step += 1
 
 
+def noise_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of what rank `rank` draws at optimiser step `step` (t, eps, text dropout)."""
+    digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+@contextmanager
+def hold_interrupts():
+    """Deliver a Ctrl-C that arrives inside the block at its end, so that the parameter
+    update, LR schedule, EMA and step counter move together or not at all."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # handlers can only be swapped in Python's main thread, and restored if Python set them
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda *frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):
+            previous(*held[0])
+
+
 def lr_lambda(cfg: TrainConfig):
     def factor(step: int) -> float:
         if step < cfg.warmup:
@@ -124,19 +152,22 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
         if dev.type == "cuda":
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(dev)
-        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    if cfg.batch % world:
-        raise GenError(f"--batch {cfg.batch} must be divisible by the {world} processes")
-    local_batch = cfg.batch // world
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
 
     checkpoint = latest_checkpoint(run) if resume else None
     if resume and checkpoint is None:
         raise GenError(f"--resume: no checkpoint in {run}/checkpoints to continue from")
     if not resume and run.exists() and any(run.iterdir()):
         raise GenError(f"--out {run} exists and is not empty; pass --resume to continue it or choose a new folder")
+    if world > 1:  # every rank has looked at --out before rank 0 writes to it
+        torch.distributed.barrier()
     if checkpoint is not None:  # the run's own config wins over the command line's
         saved = json.loads((checkpoint / "state.json").read_text())["config"]
         cfg = TrainConfig.from_dict({**saved, "steps": cfg.steps})
+    if cfg.batch % world:
+        raise GenError(f"--batch {cfg.batch} must be divisible by the {world} processes")
+    local_batch = cfg.batch // world
 
     dataset, model, schedule = build(cfg, dev)
     if dev.type == "cpu" and getattr(model.denoiser.config, "channels", None):
@@ -145,8 +176,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ema = EMA(model, cfg.ema_decay)
-    noise_gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
-    step = load_checkpoint(checkpoint, model, ema, optimizer, lr_scheduler, noise_gen) if checkpoint else 0
+    noise_gen = torch.Generator()
+    step = load_checkpoint(checkpoint, model, ema, optimizer, lr_scheduler) if checkpoint else 0
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -162,8 +193,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
     def save(at: int) -> Path | None:
         if rank != 0:
             return None
-        return save_checkpoint(run, at, model, ema, optimizer, lr_scheduler, noise_gen, cfg.to_dict(),
-                               cfg.keep_checkpoints)
+        return save_checkpoint(run, at, model, ema, optimizer, lr_scheduler, cfg.to_dict(), cfg.keep_checkpoints)
 
     log = open(run / "log.jsonl", "a") if rank == 0 else None
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
@@ -178,6 +208,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
             x0 = batch[key].to(dev)
             tokens = model.text_encoder.tokenize(batch["text"]).to(dev)
             b = x0.shape[0]
+            noise_gen.manual_seed(noise_seed(cfg.seed, rank, step))
             t = torch.randint(0, T, (b,), generator=noise_gen).to(dev)
             noise = torch.randn(x0.shape, generator=noise_gen).to(dev)
             null = (torch.rand(b, generator=noise_gen) < cfg.cond_drop).to(dev)
@@ -189,17 +220,21 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
             weights = loss_weights(t, schedule, "min_snr" if cfg.loss_weighting == "min_snr" else "uniform",
                                    cfg.min_snr_gamma)
             loss = (per_sample * weights).mean()
-            if not torch.isfinite(loss):
-                path = save(step)
-                raise GenError(f"the loss became {loss.item()} at step {step + 1}; stopped. The last good state "
-                               f"(step {step}) is saved in {path}. Try a lower --lr.")
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.update(model)
-            step += 1
+            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):  # all-reduced: every rank stops here
+                what = (f"the loss became {loss.item()}" if not torch.isfinite(loss)
+                        else f"the gradient norm became {grad_norm.item()}")
+                path = save(step) or run / "checkpoints"
+                raise GenError(f"{what} at step {step + 1}; stopped. The last good state (step {step}) is saved "
+                               f"in {path}. Try a lower --lr.")
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
+            with hold_interrupts():
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                ema.update(model)
+                step += 1
             done_since += 1
             bar.update(1)
             if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
@@ -207,7 +242,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
                 rate = done_since / (now - tick)
                 tick, done_since = now, 0
                 record = {"step": step, "loss": loss.item(), "grad_norm": grad_norm.item(),
-                          "lr": lr_scheduler.get_last_lr()[0], "steps_per_s": rate, "samples_per_s": rate * cfg.batch}
+                          "lr": lr, "steps_per_s": rate, "samples_per_s": rate * cfg.batch}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
