@@ -401,3 +401,23 @@ def test_loss_falls_when_overfitting_four_images(tmp_path):
     assert len(losses) == steps and np.isfinite(losses).all()
     first, last = losses[:25].mean(), losses[-25:].mean()
     assert last < 0.5 * first, f"loss {first:.4f} over the first 25 steps, {last:.4f} over the last 25"
+
+
+def test_tensorboard_gets_the_logged_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gen.cli import main
+
+    out = tmp_path / "run"
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"text_encoder": TEXT, "data_n": 8}))
+    assert main(["train", "image", "--data", "toy", "--model", "dit-tiny", "--steps", "4", "--batch", "2",
+                 "--size", "8", "--log-every", "2", "--sample-every", "0", "--out", str(out), "--no-bf16",
+                 "--config", str(cfg)]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    logged = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+    assert losses == pytest.approx(logged)

@@ -123,6 +123,15 @@ def hold_interrupts():
             previous(*held[0])
 
 
+def tensorboard_writer(run: Path):
+    """A TensorBoard writer for RUN/tensorboard when the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run / "tensorboard"))
+
+
 def lr_lambda(cfg: TrainConfig):
     def factor(step: int) -> float:
         if step < cfg.warmup:
@@ -196,6 +205,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
         return save_checkpoint(run, at, model, ema, optimizer, lr_scheduler, cfg.to_dict(), cfg.keep_checkpoints)
 
     log = open(run / "log.jsonl", "a") if rank == 0 else None
+    board = tensorboard_writer(run) if rank == 0 else None
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
     stop = {"signal": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal=True)) if rank == 0 else None
@@ -244,6 +254,10 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
                 record = {"step": step, "loss": loss.item(), "grad_norm": grad_norm.item(),
                           "lr": lr, "steps_per_s": rate, "samples_per_s": rate * cfg.batch}
                 log.write(json.dumps(record) + "\n")
+                if board is not None:
+                    for name, value in record.items():
+                        if name != "step":
+                            board.add_scalar(f"train/{name}", value, step)
                 log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
             if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
@@ -268,6 +282,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
         bar.close()
         if log is not None:
             log.close()
+        if board is not None:
+            board.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     save(step)
