@@ -25,6 +25,7 @@ from gen.errors import GenError
 INDEX = "model_index.json"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SAMPLERS = ("ddim", "ddpm", "dpm++2m", "heun")
+NULL_CONDITIONINGS = ("learned", "empty_prompt")
 
 
 def shipped_models() -> dict[str, Path]:
@@ -62,16 +63,35 @@ class GenerationParams:
 
 
 class Pipeline:
+    """Text encoder + denoiser + noise schedule (+ VAE): prompts in, images out.
+
+    `vae`: None for a pixel-space denoiser; otherwise the denoiser works on latents and
+    the VAE is any object with `decode(latents) -> pixels in [-1, 1]`, `scale_factor`
+    (pixels per latent along each side) and `latent_channels`.
+    `null_conditioning`: the unconditional half of classifier-free guidance.
+    "learned": cond["null"] flags the rows whose text the denoiser swaps for its learned
+    null embedding (gen's own models). "empty_prompt": the text encoder's embedding of ""
+    (diffusers' convention, for models trained with captions dropped to "").
+    """
+
     kind = "image"
 
     def __init__(self, denoiser, text_encoder, schedule, defaults: SamplingDefaults | None = None,
-                 vae=None, name: str = ""):
+                 vae=None, name: str = "", null_conditioning: str = "learned"):
+        if null_conditioning not in NULL_CONDITIONINGS:
+            raise GenError(f"null_conditioning must be one of {', '.join(NULL_CONDITIONINGS)}, "
+                           f"got {null_conditioning!r}")
+        if null_conditioning == "empty_prompt" and text_encoder is None:
+            raise GenError('null_conditioning="empty_prompt" needs a text encoder to embed ""')
         self.denoiser, self.text_encoder, self.schedule, self.vae = denoiser, text_encoder, schedule, vae
         self.defaults = defaults or SamplingDefaults()
         self.name = name
+        self.null_conditioning = null_conditioning
         self.denoiser.eval()
         if self.text_encoder is not None:
             self.text_encoder.eval()
+        if isinstance(self.vae, torch.nn.Module):
+            self.vae.eval()
 
     # --- files ------------------------------------------------------------------------
 
@@ -105,12 +125,18 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = "default", device="cpu", dtype: torch.dtype | None = None):
+        """A shipped name, a gen pipeline folder, or a diffusers Stable-Diffusion folder or hub
+        id (run with gen's samplers: gen/diffusers_pipeline.py)."""
         import models
         from samplers import NoiseSchedule
+
+        from gen import diffusers_pipeline
 
         shipped = shipped_models()
         path = shipped.get(name_or_path) or Path(name_or_path)
         if not (path / INDEX).is_file():
+            if diffusers_pipeline.is_hub_id(str(name_or_path)):
+                return diffusers_pipeline.DiffusersPipeline.from_pretrained(str(name_or_path), device, dtype)
             names = ", ".join(sorted(shipped)) or "none yet"
             raise GenError(f"unknown model {name_or_path!r}: not a shipped name ({names}) "
                            f"and not a folder with {INDEX}")
@@ -118,6 +144,8 @@ class Pipeline:
             index = json.loads((path / INDEX).read_text())
         except json.JSONDecodeError as err:
             raise GenError(f"{path / INDEX} is corrupt: {err}") from None
+        if diffusers_pipeline.is_diffusers_index(index):
+            return diffusers_pipeline.DiffusersPipeline.from_pretrained(path, device, dtype)
 
         def part(sub):
             folder = path / sub
@@ -175,20 +203,25 @@ class Pipeline:
         if sampler not in SAMPLERS and not sampler.startswith("diffusers:"):
             raise GenError(f"--sampler must be one of {', '.join(SAMPLERS)} or diffusers:<SchedulerClass>, "
                            f"got {sampler!r}")
-        conf = self.denoiser.config
-        shape = (conf.in_channels, size, size)
+        shape = self.latent_shape(size)
         x_T = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
         x_T = x_T.to(self.device)
         batch = len(prompts)
         unconditional = all(not p.strip() for p in prompts)
         cond = self.encode_prompt(prompts) if self.text_encoder is not None else {}
-        cond["null"] = torch.tensor([not p.strip() for p in prompts], device=self.device)
+        learned = self.null_conditioning == "learned"
+        if learned:
+            cond["null"] = torch.tensor([not p.strip() for p in prompts], device=self.device)
         guidance = None
         if not unconditional and cfg != 1.0:
             if negative:
-                null_cond = {**self.encode_prompt([negative]), "null": torch.zeros(1, dtype=torch.bool, device=self.device)}
-            else:
+                null_cond = self.encode_prompt([negative])
+                if learned:
+                    null_cond["null"] = torch.zeros(1, dtype=torch.bool, device=self.device)
+            elif learned:
                 null_cond = {"null": torch.ones(1, dtype=torch.bool, device=self.device)}
+            else:
+                null_cond = self.encode_prompt([""])
             guidance = CFG(cfg, null_cond)
         dtype = next(self.denoiser.parameters()).dtype
 
@@ -200,7 +233,23 @@ class Pipeline:
                         spacing=None if sampler.startswith("diffusers:") else d.spacing,
                         clip_x0=d.clip_x0, cond=cond, guidance=guidance, callback=callback)
         assert x0.shape[0] == batch
-        return x0.clamp(-1, 1)
+        return self.decode(x0).clamp(-1, 1)
+
+    def latent_shape(self, size: int) -> tuple[int, int, int]:
+        """(C, h, w) of one x_T for a size x size image: the pixels, or the VAE's latents."""
+        if self.vae is None:
+            return (self.denoiser.config.in_channels, size, size)
+        f = self.vae.scale_factor
+        if size % f:
+            raise GenError(f"size must be a multiple of {f} (the VAE's downsampling factor), got {size}")
+        return (self.vae.latent_channels, size // f, size // f)
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """The sampler's x_0 as pixels: VAE-decoded latents, or x_0 itself without a VAE."""
+        if self.vae is None:
+            return x0
+        with torch.no_grad():
+            return self.vae.decode(x0).float()
 
     def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list:
         """PIL images for `prompt` (n of each); image k of a prompt uses seed + k."""

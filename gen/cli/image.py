@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpm++2m, heun or diffusers:<SchedulerClass>")
     parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = none)")
     parser.add_argument("--negative", default=None, help="negative prompt (guides away from it)")
-    parser.add_argument("--model", default="default", help="shipped name or pipeline folder (default: default)")
+    parser.add_argument("--model", default="default",
+                        help="shipped name, gen pipeline folder, or diffusers Stable-Diffusion folder or hub id")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and compute precision")
     parser.add_argument("--from", dest="from_png", metavar="IMAGE.png",
                         help="regenerate from the parameters stored in a PNG made by gen (flags override)")
