@@ -421,3 +421,15 @@ def test_tensorboard_gets_the_logged_scalars(tmp_path):
     logged = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
     assert losses == pytest.approx(logged)
+
+
+def test_prediction_flag_sets_the_schedule_of_the_exported_pipeline(tmp_path):
+    from gen.pipeline import Pipeline
+
+    out = tmp_path / "eps"
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"text_encoder": TEXT, "data_n": 8}))
+    assert main(["train", "image", "--model", "dit-tiny", "--steps", "2", "--batch", "2", "--size", "8",
+                 "--sample-every", "0", "--prediction", "eps", "--out", str(out), "--config", str(cfg)]) == 0
+    pipe = Pipeline.from_pretrained(str(out / "pipeline"))
+    assert pipe.schedule.prediction == "eps" and pipe.schedule.beta_schedule == "cosine"

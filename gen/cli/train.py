@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML / TOML / JSON file of options; flags override it")
     for flag, (_, kind, help_text) in FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=help_text)
+    parser.add_argument("--prediction", choices=("eps", "v", "x0"), default=None,
+                        help="what the denoiser predicts (default v, on a cosine schedule)")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bf16 autocast)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
@@ -52,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
             values[name] = given
     if args.no_bf16:
         values["bf16"] = False
+    if args.prediction:
+        from gen.train.config import TrainConfig as _Defaults
+
+        values["schedule"] = {**values.get("schedule", _Defaults().schedule), "prediction": args.prediction}
     if "seed" not in values or any(a == "--seed" or a.startswith("--seed=") for a in getattr(args, "argv", ())):
         values["seed"] = args.seed  # a --seed flag beats the config file's
     if args.resume and "steps" not in values and values.get("out"):  # continue to the run's own step count
