@@ -111,9 +111,11 @@ class Pipeline:
             self.denoiser.save_pretrained(tmp / "denoiser", dtype=dtype)
             if self.text_encoder is not None:
                 self.text_encoder.save_pretrained(tmp / "text_encoder", dtype=dtype)
+            if self.vae is not None:
+                self.vae.save_pretrained(tmp / "vae", dtype=dtype)
             index = {"_class": "Pipeline", "kind": self.kind, "denoiser": "denoiser",
                      "text_encoder": "text_encoder" if self.text_encoder is not None else None,
-                     "vae": None, "schedule": self.schedule.to_dict(), "defaults": asdict(self.defaults)}
+                     "vae": "vae" if self.vae is not None else None, "schedule": self.schedule.to_dict(), "defaults": asdict(self.defaults)}
             (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
             if path.exists():
                 shutil.rmtree(path)
@@ -159,13 +161,14 @@ class Pipeline:
 
         denoiser = part(index["denoiser"])
         text_encoder = part(index["text_encoder"]) if index.get("text_encoder") else None
+        vae = part(index["vae"]) if index.get("vae") else None
         if dtype is not None:
             denoiser.to(dtype)
             if text_encoder is not None:
                 text_encoder.to(dtype)
         defaults = SamplingDefaults(**index.get("defaults", {}))
         return cls(denoiser, text_encoder, NoiseSchedule.from_dict(index["schedule"]), defaults,
-                   name=str(name_or_path))
+                   vae=vae, name=str(name_or_path))
 
     @property
     def device(self) -> torch.device:

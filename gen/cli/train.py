@@ -26,6 +26,9 @@ FLAGS = {
     "--weighting": ("loss_weighting", str, "loss weighting: min_snr (default) or uniform"),
     "--workers": ("workers", int, "data loader worker processes (default 0)"),
     "--max-minutes": ("max_minutes", float, "stop (checkpoint and export) after this many minutes"),
+    "--vae": ("vae", str, "image/video: train in this VAE's latent space (folder or shipped name)"),
+    "--kl-weight": ("kl_weight", float, "vae: weight of the KL term (default 1e-6)"),
+    "--recon-loss": ("recon_loss", str, "vae: l1 (default) or l2"),
     "--log-every": ("log_every", int, "steps between log lines"),
     "--sample-every": ("sample_every", int, "steps between sample grids (0: never)"),
     "--ckpt-every": ("ckpt_every", int, "steps between checkpoints"),
@@ -33,12 +36,15 @@ FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=("image", "video"), help="what to train")
+    parser.add_argument("kind", choices=("image", "video", "vae"), help="what to train")
     parser.add_argument("--config", help="YAML / TOML / JSON file of options; flags override it")
     for flag, (_, kind, help_text) in FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=help_text)
     parser.add_argument("--prediction", choices=("eps", "v", "x0"), default=None,
                         help="what the denoiser predicts (default v, on a cosine schedule)")
+    parser.add_argument("--factor", type=int, default=None, help="vae: pixels per latent along a side (4 or 8)")
+    parser.add_argument("--latent-channels", type=int, default=None, help="vae: latent channels (default 4)")
+    parser.add_argument("--cache-latents", action="store_true", help="with --vae: encode each image once")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bf16 autocast)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
@@ -54,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
             values[name] = given
     if args.no_bf16:
         values["bf16"] = False
+    if args.cache_latents:
+        values["cache_latents"] = True
+    for flag, key in (("factor", "factor"), ("latent_channels", "latent_channels")):
+        if getattr(args, flag) is not None:
+            values["vae_config"] = {**values.get("vae_config", {}), key: getattr(args, flag)}
     if args.prediction:
         from gen.train.config import TrainConfig as _Defaults
 

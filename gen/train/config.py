@@ -15,7 +15,7 @@ class TrainConfig:
     """Everything a run needs; saved as `config.json` in the run folder."""
 
     out: str = ""
-    kind: str = "image"  # image | video
+    kind: str = "image"  # image | video | vae
     data: str = "toy"
     data_n: int | None = None  # toy datasets: how many distinct samples (None: the default)
     size: int = 32
@@ -26,6 +26,11 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
     text_encoder: dict = field(default_factory=lambda: {"arch": "tiny", "hash_vocab": 4096})
     train_text_encoder: bool = True
+    vae: str | None = None  # latent diffusion: a VAE folder or shipped name
+    cache_latents: bool = False  # encode each training image once and keep its latents
+    vae_config: dict = field(default_factory=dict)  # kind "vae": ImageVAEConfig fields (factor, ...)
+    kl_weight: float = 1e-6  # kind "vae": weight of the KL term
+    recon_loss: str = "l1"  # kind "vae": l1 | l2
     schedule: dict = field(default_factory=lambda: {"beta_schedule": "cosine", "prediction": "v"})
     loss_weighting: str = "min_snr"  # uniform | min_snr
     min_snr_gamma: float = 5.0
@@ -62,8 +67,10 @@ class TrainConfig:
             raise GenError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.cond_drop < 1:
             raise GenError(f"--cond-drop must be in [0, 1), got {self.cond_drop}")
-        if self.kind not in ("image", "video"):
-            raise GenError(f"training kind must be image or video, got {self.kind!r}")
+        if self.kind not in ("image", "video", "vae"):
+            raise GenError(f"training kind must be image, video or vae, got {self.kind!r}")
+        if self.recon_loss not in ("l1", "l2"):
+            raise GenError(f"--recon-loss must be l1 or l2, got {self.recon_loss!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise GenError(f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}")
         if not self.out:

@@ -35,3 +35,13 @@ class EMA:
         for k in self.shadow:
             self.shadow[k].copy_(state[k])
         self.updates = updates
+
+
+def averaged(model: nn.Module, ema: EMA) -> nn.Module:
+    """A copy of `model` holding the EMA weights, in eval mode."""
+    import copy
+
+    copy_ = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    copy_.load_state_dict({k: v.to(p.dtype) for (k, v), p in zip(ema.state_dict().items(),
+                                                                  copy_.state_dict().values())})
+    return copy_.eval()

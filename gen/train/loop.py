@@ -1,8 +1,8 @@
-"""The training loop for text-conditioned denoisers, readable top to bottom.
+"""The training loop, readable top to bottom, shared by every trained model.
 
-Per step: a batch of (pixels, captions) -> t ~ U{0..T-1}, eps ~ N(0, I) -> x_t =
-q_sample(x_0, t, eps) -> prediction = denoiser(x_t, t, text(captions), null=dropped) ->
-weighted MSE against training_target -> AdamW step (warm-up, clipping) -> EMA update.
+Per step: a batch -> the task's loss (gen.train.diffusion: x_t = q_sample(x_0, t, eps),
+weighted MSE of the denoiser's prediction against training_target; gen.train.vae:
+reconstruction + KL) -> AdamW step (warm-up, clipping) -> EMA update.
 
 Runs are exactly resumable: the data order is a function of the step (sample k of the
 run is dataset index perm_epoch[k mod N]), so is the noise (each rank reseeds its
@@ -25,53 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from gen.errors import GenError
 from gen.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gen.train.config import TrainConfig
 from gen.train.ema import EMA
-
-
-class TextToImageModel(nn.Module):
-    """The trained unit: a text encoder and a denoiser, as one module for DDP."""
-
-    def __init__(self, denoiser: nn.Module, text_encoder: nn.Module):
-        super().__init__()
-        self.denoiser, self.text_encoder = denoiser, text_encoder
-
-    def forward(self, x_t, t, tokens, null):
-        cond = self.text_encoder(tokens)
-        cond["null"] = null
-        return self.denoiser(x_t, t, cond)
-
-
-def build(cfg: TrainConfig, device: torch.device):
-    """Dataset, model and noise schedule for a config (deterministic in cfg.seed)."""
-    import models
-    from gen.data import open_dataset
-    from samplers import NoiseSchedule
-
-    video = cfg.kind == "video"
-    dataset = open_dataset(cfg.data, size=cfg.size, n=cfg.data_n, seed=cfg.seed, frames=cfg.frames if video else None,
-                           fps=cfg.fps if video else None, channels=cfg.channels, video=video)
-    torch.manual_seed(cfg.seed)
-    text_encoder = models.TextEncoder(models.TextEncoderConfig(**cfg.text_encoder))
-    try:
-        denoiser = models.create(cfg.model, **{"in_channels": cfg.channels, "sample_size": cfg.size,
-                                               "text_dim": text_encoder.dim, "pooled_dim": text_encoder.pooled_dim,
-                                               **({"frames": cfg.frames} if video else {}), **cfg.model_overrides})
-    except ValueError as err:
-        raise GenError(str(err)) from None
-    if denoiser.config.video != video:
-        raise GenError(f"--model {cfg.model} is {'a video' if denoiser.config.video else 'an image'} model; "
-                       f"use it with `gen train {'video' if denoiser.config.video else 'image'}`")
-    model = TextToImageModel(denoiser, text_encoder).to(device)
-    if not cfg.train_text_encoder:
-        text_encoder.requires_grad_(False)
-    schedule = NoiseSchedule.create(**cfg.schedule)
-    return dataset, model, schedule
+from gen.train.diffusion import TextToImageModel  # noqa: F401  (re-exported: tests patch it here)
 
 
 def sample_indices(n: int, seed: int, start: int, count: int) -> list[int]:
@@ -144,13 +103,36 @@ def lr_lambda(cfg: TrainConfig):
     return factor
 
 
+class Indexed(torch.utils.data.Dataset):
+    """Items carry their dataset index (for latent caches)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.dataset[i], "index": i}
+
+
+def make_task(cfg: TrainConfig, device: torch.device):
+    """What is trained: a text-to-image/video denoiser, or an autoencoder (kind "vae")."""
+    if cfg.kind == "vae":
+        from gen.train.vae import VAETask
+
+        return VAETask(cfg, device)
+    from gen.train.diffusion import DiffusionTask
+
+    return DiffusionTask(cfg, device)
+
+
 def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress: bool = True) -> Path:
-    """Train (or continue) the run in cfg.out; returns the exported pipeline folder."""
+    """Train (or continue) the run in cfg.out; returns the exported folder (pipeline or VAE)."""
     from tqdm import tqdm
 
     from gen.data import collate
     from gen.runtime import resolve_device
-    from samplers import loss_weights, q_sample, training_target
 
     cfg.validate()
     run = Path(cfg.out)
@@ -178,9 +160,9 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
         raise GenError(f"--batch {cfg.batch} must be divisible by the {world} processes")
     local_batch = cfg.batch // world
 
-    dataset, model, schedule = build(cfg, dev)
-    if dev.type == "cpu" and getattr(model.denoiser.config, "channels", None):
-        model = model.to(memory_format=torch.channels_last)  # U-Net convs: ~6x faster with bf16
+    task = make_task(cfg, dev)
+    dataset, model = task.build()
+    dataset = Indexed(dataset)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -195,9 +177,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_Batches(len(dataset), cfg.seed, step, local_batch, rank, world),
         collate_fn=collate, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
-    key = "video" if cfg.kind == "video" else "image"
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    T = schedule.num_train_timesteps
 
     def save(at: int) -> Path | None:
         if rank != 0:
@@ -215,21 +195,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
         batches = iter(loader)
         while step < cfg.steps:
             batch = next(batches)
-            x0 = batch[key].to(dev)
-            tokens = model.text_encoder.tokenize(batch["text"]).to(dev)
-            b = x0.shape[0]
             noise_gen.manual_seed(noise_seed(cfg.seed, rank, step))
-            t = torch.randint(0, T, (b,), generator=noise_gen).to(dev)
-            noise = torch.randn(x0.shape, generator=noise_gen).to(dev)
-            null = (torch.rand(b, generator=noise_gen) < cfg.cond_drop).to(dev)
-            x_t = q_sample(x0, t, noise, schedule)
-            target = training_target(x0, noise, t, schedule)
-            with autocast:
-                pred = trained(x_t, t, tokens, null)
-            per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
-            weights = loss_weights(t, schedule, "min_snr" if cfg.loss_weighting == "min_snr" else "uniform",
-                                   cfg.min_snr_gamma)
-            loss = (per_sample * weights).mean()
+            loss, metrics = task.loss(trained, batch, noise_gen, autocast)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):  # all-reduced: every rank stops here
@@ -251,7 +218,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
                 now = time.perf_counter()
                 rate = done_since / (now - tick)
                 tick, done_since = now, 0
-                record = {"step": step, "loss": loss.item(), "grad_norm": grad_norm.item(),
+                record = {"step": step, "loss": loss.item(), **metrics, "grad_norm": grad_norm.item(),
                           "lr": lr, "steps_per_s": rate, "samples_per_s": rate * cfg.batch}
                 log.write(json.dumps(record) + "\n")
                 if board is not None:
@@ -261,7 +228,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
                 log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
             if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
-                write_sample_grid(run / "samples" / f"step-{step:07d}.png", model, ema, schedule, cfg)
+                task.sample(run / "samples" / f"step-{step:07d}.png", model, ema)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
                 save(step)
             if stop["signal"]:
@@ -287,46 +254,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     save(step)
-    pipeline = export_pipeline(run / "pipeline", model, ema, schedule, cfg) if rank == 0 else run / "pipeline"
+    exported = task.export(run, model, ema) if rank == 0 else run / task.export_name
     if world > 1:
         torch.distributed.barrier()
-    return pipeline
-
-
-def ema_model(model: TextToImageModel, ema: EMA) -> TextToImageModel:
-    """A copy of the model holding the EMA weights."""
-    import copy
-
-    averaged = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-    averaged.load_state_dict({k: v.to(p.dtype) for (k, v), p in zip(ema.state_dict().items(),
-                                                                    averaged.state_dict().values())})
-    return averaged.eval()
-
-
-def _pipeline(model, ema, schedule, cfg):
-    from gen.pipeline import Pipeline, SamplingDefaults
-
-    averaged = ema_model(model, ema)
-    defaults = SamplingDefaults(size=cfg.size, steps=cfg.sample_steps, cfg=cfg.sample_cfg)
-    return Pipeline(averaged.denoiser.cpu(), averaged.text_encoder.cpu(), schedule, defaults)
-
-
-def export_pipeline(path: Path, model, ema, schedule, cfg: TrainConfig) -> Path:
-    """Save the EMA weights as a pipeline folder (`gen image --model PATH`)."""
-    return _pipeline(model, ema, schedule, cfg).save_pretrained(path, overwrite=True)
-
-
-def write_sample_grid(path: Path, model, ema, schedule, cfg: TrainConfig) -> Path:
-    """A grid of EMA samples: one row per fixed prompt, four fixed seeds."""
-    import numpy as np
-    from PIL import Image
-
-    from gen.pipeline import to_uint8
-
-    pipe = _pipeline(model, ema, schedule, cfg)
-    prompts = [p for p in cfg.sample_prompts for _ in range(4)]
-    images = to_uint8(pipe.generate(prompts, [k for _ in cfg.sample_prompts for k in range(4)]))
-    rows = [np.concatenate(list(images[i:i + 4]), axis=1) for i in range(0, len(images), 4)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
-    return path
+    return exported

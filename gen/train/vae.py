@@ -1,0 +1,89 @@
+"""What the loop trains for `gen train vae`: an image autoencoder for latent diffusion.
+
+Loss per step: reconstruction (L1 or L2, pixels in [-1, 1]) of x from z ~ q(z | x),
+plus kl_weight * KL(q(z | x) || N(0, I)) per latent element (Kingma & Welling 2014;
+Rombach et al. 2022 use a small KL weight so the latent stays close to the data).
+Export: the EMA autoencoder with its latent scale and shift measured on training data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gen.errors import GenError
+from gen.train.config import TrainConfig
+
+SCALING_SAMPLES = 512
+
+
+class VAETask:
+    export_name = "vae"
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+
+    def build(self):
+        import models
+        from gen.data import open_dataset
+
+        cfg = self.cfg
+        dataset = open_dataset(cfg.data, size=cfg.size, n=cfg.data_n, seed=cfg.seed, channels=cfg.channels)
+        torch.manual_seed(cfg.seed)
+        try:
+            vae = models.create_vae(in_channels=cfg.channels, **cfg.vae_config)
+        except (TypeError, ValueError) as err:
+            raise GenError(f"VAE config {cfg.vae_config}: {err}") from None
+        if cfg.size % vae.scale_factor:
+            raise GenError(f"--size {cfg.size} is not divisible by the VAE factor {vae.scale_factor}")
+        self.dataset, self.model = dataset, vae.to(self.device)
+        if self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        return dataset, self.model
+
+    def loss(self, trained, batch, gen: torch.Generator, autocast):
+        x = batch["image"].to(self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            recon, kl = trained(x, generator=gen)
+        recon = recon.float()
+        rec = F.l1_loss(recon, x) if self.cfg.recon_loss == "l1" else F.mse_loss(recon, x)
+        kl = kl.float().mean() / x[0].numel()  # per element, as the reconstruction term
+        psnr = 10 * torch.log10(4.0 / F.mse_loss(recon.detach(), x).clamp_min(1e-10))
+        return rec + self.cfg.kl_weight * kl, {"recon": rec.item(), "kl": kl.item(), "psnr": psnr.item()}
+
+    def averaged(self, model, ema):
+        from gen.train.ema import averaged
+
+        return averaged(model, ema).cpu()
+
+    @torch.no_grad()
+    def export(self, run: Path, model, ema) -> Path:
+        """The EMA autoencoder, its latent scale and shift fitted on training images."""
+        from gen.data import collate
+
+        vae = self.averaged(model, ema)
+        n = min(SCALING_SAMPLES, len(self.dataset))
+        images = collate([self.dataset[i] for i in range(n)])["image"]
+        vae.fit_scaling(images)
+        return vae.save_pretrained(run / self.export_name, overwrite=True)
+
+    @torch.no_grad()
+    def sample(self, path: Path, model, ema) -> Path:
+        """Originals (top) and EMA reconstructions (bottom) of the first 8 training images."""
+        import numpy as np
+        from PIL import Image
+
+        from gen.data import collate
+        from gen.pipeline import to_uint8
+
+        vae = self.averaged(model, ema)
+        x = collate([self.dataset[i] for i in range(min(8, len(self.dataset)))])["image"]
+        rec = vae.model.decode(vae.posterior(x).mean).sample
+        rows = [np.concatenate(list(to_uint8(t)), axis=1) for t in (x, rec)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+        return path

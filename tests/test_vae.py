@@ -1,0 +1,134 @@
+"""Image VAE, `gen train vae`, and latent diffusion end to end on tiny configs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from gen.cli import main
+from gen.pipeline import WEIGHTS_DIR, Pipeline
+from gen.toyworld import toy_image
+
+TINY_VAE = {"factor": 4, "latent_channels": 4, "channels": (8, 16, 16), "norm_groups": 4}
+TEXT = {"arch": "tiny", "hash_vocab": 512, "width": 32, "layers": 1, "heads": 2, "embed_dim": 32}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _toy(n, size, seed=4242):
+    pixels = np.stack([toy_image(i, size, seed=seed).pixels for i in range(n)])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def test_shapes_scaling_and_errors():
+    vae = models.create_vae(**TINY_VAE)
+    x = torch.rand(2, 3, 16, 24) * 2 - 1
+    z = vae.encode(x)
+    assert z.shape == (2, 4, 4, 6) and vae.decode(z).shape == x.shape
+    scale, shift = vae.fit_scaling(_toy(16, 16))
+    z = vae.encode(_toy(16, 16))
+    assert abs(z.mean().item()) < 1e-4 and abs(z.std().item() - 1) < 1e-4
+    assert vae.config.scaling_factor == scale and vae.config.shift_factor == shift
+    with pytest.raises(ValueError, match="not divisible by the VAE factor 4"):
+        vae.encode(torch.zeros(1, 3, 18, 16))
+    with pytest.raises(ValueError, match="factor must be one of"):
+        models.create_vae(factor=3)
+    with pytest.raises(ValueError, match=r"decodes latents \(B, 4, h, w\)"):
+        vae.decode(torch.zeros(1, 3, 4, 4))
+
+
+def test_save_load_round_trip(tmp_path):
+    vae = models.create_vae(**TINY_VAE)
+    vae.fit_scaling(_toy(4, 16))
+    vae.save_pretrained(tmp_path / "vae")
+    back = models.load_pretrained(tmp_path / "vae")
+    assert back.config == vae.config
+    x = _toy(2, 16)
+    with torch.no_grad():
+        assert torch.equal(back.decode(back.encode(x)), vae.decode(vae.encode(x)))
+
+
+def test_shipped_vae_reconstructs_fresh_toy_images_above_30_db():
+    vae = models.load_pretrained(WEIGHTS_DIR / "toy-vae").eval()
+    x = _toy(24, 64, seed=777)
+    with torch.no_grad():
+        rec = vae.decode(vae.encode(x)).clamp(-1, 1)
+    psnr = 10 * torch.log10(4 / ((rec - x) ** 2).flatten(1).mean(1))
+    assert psnr.mean() > 30.0, psnr
+
+
+def test_tiled_decoding_has_no_seams():
+    vae = models.load_pretrained(WEIGHTS_DIR / "toy-vae").eval()
+    x = _toy(1, 128, seed=5)
+    with torch.no_grad():
+        z = vae.encode(x)
+        whole = vae.decode(z)
+        tiled = vae.decode(z, tile=64, overlap=0.25)
+    assert tiled.shape == whole.shape
+    diff = (tiled - whole).abs()
+    assert diff.mean() < 0.01
+    # No seam: the tiled image's jump across the tile boundary is no larger than the
+    # untiled image's jump there (plus a small tolerance).
+    for axis in (2, 3):
+        edge = lambda img: (img.narrow(axis, 48, 1) - img.narrow(axis, 47, 1)).abs().mean()  # noqa: E731
+        assert edge(tiled) < edge(whole) + 0.02
+
+
+def test_gen_train_vae_writes_a_scaled_vae(tmp_path):
+    cfg = tmp_path / "vae.json"
+    cfg.write_text(json.dumps({"vae_config": TINY_VAE, "data_n": 16}))
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--size", "16", "--steps", "3", "--batch", "4", "--out", str(out),
+                 "--sample-every", "3", "--log-every", "1", "--config", str(cfg), "--no-bf16"]) == 0
+    vae = models.load_pretrained(out / "vae")
+    assert vae.config.scaling_factor != 1.0 and (out / "samples" / "step-0000003.png").is_file()
+    record = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert {"recon", "kl", "psnr"} <= set(record)
+
+
+def test_latent_diffusion_trains_samples_and_caches_latents(tmp_path):
+    vae = models.create_vae(**TINY_VAE)
+    vae.fit_scaling(_toy(8, 16))
+    vae.save_pretrained(tmp_path / "vae")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"text_encoder": TEXT, "data_n": 8}))
+    runs = {}
+    for name, extra in (("plain", []), ("cached", ["--cache-latents"])):
+        out = tmp_path / name
+        assert main(["train", "image", "--model", "dit-tiny", "--vae", str(tmp_path / "vae"), "--size", "16",
+                     "--steps", "4", "--batch", "4", "--sample-every", "0", "--out", str(out), "--no-bf16",
+                     "--config", str(cfg), *extra]) == 0
+        runs[name] = out
+    # Caching only avoids re-encoding: the runs end with the same weights.
+    a = models.load_pretrained(runs["plain"] / "pipeline" / "denoiser")
+    b = models.load_pretrained(runs["cached"] / "pipeline" / "denoiser")
+    assert a.config.in_channels == 4 and a.config.sample_size == 4
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), n
+    pipe = Pipeline.from_pretrained(str(runs["plain"] / "pipeline"))
+    assert pipe.vae is not None
+    images = pipe("a cat", n=1, steps=2)
+    assert images[0].size == (16, 16)
+    out_png = tmp_path / "cat.png"
+    assert main(["image", "a cat", "--model", str(runs["plain"] / "pipeline"), "--steps", "2",
+                 "--out", str(out_png)]) == 0 and out_png.is_file()
+
+
+def test_vae_and_denoiser_channels_must_match(tmp_path, capsys):
+    vae = models.create_vae(**{**TINY_VAE, "latent_channels": 8})
+    vae.save_pretrained(tmp_path / "vae")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"text_encoder": TEXT, "data_n": 4, "model_overrides": {"in_channels": 4}}))
+    code = main(["train", "image", "--model", "dit-tiny", "--vae", str(tmp_path / "vae"), "--size", "16",
+                 "--steps", "1", "--batch", "2", "--out", str(tmp_path / "run"), "--config", str(cfg)])
+    assert code == 2 and "8 latent channels" in capsys.readouterr().err
