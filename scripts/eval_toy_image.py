@@ -68,7 +68,7 @@ trained together from scratch. Weights stored in float16 (15 MB).
 
 ## Recipe
 
-`scripts/device_train_default.sh` (one H200, 12 data workers) running
+`scripts/device_train.sh image 6.0 512 12 cuda` (one H200, 12 data workers) running
 `scripts/train_default_image.py --batch {config['batch']} --minutes {config['max_minutes']}`:
 
 - data: `toy` images at {config['size']}x{config['size']} (gen.toyworld, seed {config['seed']},

@@ -65,13 +65,7 @@ def _tiny_sd(tmp, scheduler_config: dict) -> diffusers.StableDiffusionPipeline:
                                              requires_safety_checker=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: on a busy 2-core machine a second thread makes each step ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

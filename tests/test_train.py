@@ -35,14 +35,7 @@ RECIPE = dict(size=8, batch=4, data_n=12, steps=6, warmup=5, lr=2e-3, ema_decay=
 STEPS = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two busy cores shared with other jobs: torch's own threads spin against each other and
-    # make these tiny matmuls ~100x slower. One thread is also the deterministic choice.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(out: Path, **changes) -> TrainConfig:

@@ -17,12 +17,7 @@ TINY_VAE = {"factor": 4, "latent_channels": 4, "channels": (8, 16, 16), "norm_gr
 TEXT = {"arch": "tiny", "hash_vocab": 512, "width": 32, "layers": 1, "heads": 2, "embed_dim": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy(n, size, seed=4242):

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from gen import __version__
-from gen.cli import data, image, models, pending, train
+from gen.cli import data, eval, image, models, pending, train
 from gen.errors import GenError
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
@@ -23,7 +23,7 @@ COMMANDS = (
     ("video", "generate a video clip from a prompt", pending),
     ("train", "train a text-conditioned denoiser on a dataset", train),
     ("score", "score images or clips (FID, KID, CLIPScore, ...)", pending),
-    ("eval", "evaluate a model: generate samples and score them", pending),
+    ("eval", "evaluate a model: generate samples and score them", eval),
     ("data", "write a captioned dataset to disk (toy world: images or clips)", data),
     ("models", "list the model presets with parameters and GFLOPs", models),
 )

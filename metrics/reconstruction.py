@@ -1,0 +1,125 @@
+"""Reconstruction quality of an autoencoder: PSNR per sample, and LPIPS when its weights are here.
+
+    from metrics.reconstruction import psnr, psnr_over_batches, summarize_psnr, lpips_network
+    psnr(x, x_hat)                        # (B,) dB, images or clips in [-1, 1]
+    values = psnr_over_batches((x, vae.decode(vae.encode(x))) for x in batches)
+    summarize_psnr(values)                # {"mean": ..., "p5": ..., "min": ..., "n": ...}
+
+PSNR is the standard 10 log10(R^2 / MSE) with R the data range (2 for [-1, 1]), one value
+per sample (mean over every other axis), accumulated in float64. Identical samples have
+MSE 0 and PSNR +inf.
+
+LPIPS (Zhang et al. 2018) is torchmetrics' implementation with the AlexNet backbone, whose
+ImageNet weights torchvision keeps in the torch hub cache (`$TORCH_HOME/hub/checkpoints`,
+by default `~/.cache/torch/hub/checkpoints`). Nothing is downloaded here: `lpips_network`
+returns None when that file is absent, and `alexnet_weights_path` says where to put it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+LPIPS_MIN_SIDE = 64  # AlexNet's strided stem needs room: smaller inputs are upsampled to this
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio per sample, in dB: 10 log10(R^2 / MSE(x_b, y_b)).
+
+    `x`, `y`: (B, ...) tensors of the same shape (images (B, C, H, W) or clips
+    (B, C, T, H, W)), in a range of width `data_range` (2.0 for [-1, 1]). The squared error
+    is averaged over every axis but the first in float64. Returns (B,) float64; +inf where
+    x_b == y_b exactly.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"psnr needs tensors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.dim() < 2:
+        raise ValueError(f"psnr wants a batch (B, ...) with at least one value per sample, got {tuple(x.shape)}")
+    if not data_range > 0:
+        raise ValueError(f"data_range must be positive (2.0 for [-1, 1]), got {data_range}")
+    err = (x.detach().to(torch.float64) - y.detach().to(torch.float64)).flatten(1)  # (B, N)
+    mse = err.square().mean(dim=1)  # (B,)
+    return 10.0 * torch.log10(data_range**2 / mse)  # mse 0 -> +inf
+
+
+def psnr_over_batches(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], data_range: float = 2.0) -> torch.Tensor:
+    """Per-sample PSNR over any number of (original, reconstruction) batches, concatenated (N,) on the CPU."""
+    values = [psnr(x, y, data_range).cpu() for x, y in pairs]
+    if not values:
+        raise ValueError("psnr_over_batches got no batches")
+    return torch.cat(values)
+
+
+def mean_psnr(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], data_range: float = 2.0) -> float:
+    """The mean over samples of per-sample PSNR (the usual autoencoder figure), over batches."""
+    return psnr_over_batches(pairs, data_range).mean().item()
+
+
+def summarize_psnr(values: torch.Tensor) -> dict:
+    """{"mean", "p5" (5th percentile: the worst reconstructions), "min", "n"} of per-sample PSNR in dB."""
+    values = values.to(torch.float64).flatten()
+    if values.numel() == 0:
+        raise ValueError("summarize_psnr got no values")
+    return {"mean": values.mean().item(), "p5": torch.quantile(values, 0.05).item(),
+            "min": values.min().item(), "n": values.numel()}
+
+
+def alexnet_weights_path() -> Path:
+    """Where torchvision looks for the AlexNet ImageNet weights LPIPS needs (torch hub cache)."""
+    from urllib.parse import urlparse
+
+    from torchvision.models import AlexNet_Weights
+
+    name = Path(urlparse(AlexNet_Weights.IMAGENET1K_V1.url).path).name  # alexnet-owt-7be5be79.pth
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def lpips_network(device: torch.device | str = "cpu", weights: str | Path | None = None):
+    """torchmetrics' LPIPS network (AlexNet backbone, the packaged linear heads) in eval mode,
+    or None when the backbone's ImageNet weights are not at `weights` (default: the torch
+    hub cache file, `alexnet_weights_path()`). Never downloads; the backbone file is read
+    with `torch.load(weights_only=True)`: only tensors, nothing unpickled."""
+    path = Path(weights) if weights is not None else alexnet_weights_path()
+    if not path.is_file():
+        return None
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    network = _NoTrainLpips(net="alex", pretrained=True, pnet_rand=True)  # heads loaded, backbone random
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    slices = [getattr(network.net, f"slice{k}") for k in range(1, 6)]
+    features = {f"slice{k}.{i}.{p}": state[f"features.{i}.{p}"]  # slice k holds alexnet.features[i]
+                for k, block in enumerate(slices, 1) for i, layer in block.named_children()
+                for p, _ in layer.named_parameters()}
+    missing = [k for k in features if k not in network.net.state_dict()]
+    if missing:
+        raise ValueError(f"{path}: unexpected AlexNet layout (no {missing[:3]})")
+    network.net.load_state_dict(features)
+    return network.to(device).eval()
+
+
+@torch.no_grad()
+def lpips(network, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample LPIPS distance (B,) between images in [-1, 1] (lower is closer). Clips
+    (B, C, T, H, W) are scored frame by frame and averaged over time. Sides below
+    `LPIPS_MIN_SIDE` are upsampled (bilinear) first, as AlexNet's stem needs the room."""
+    if x.shape != y.shape:
+        raise ValueError(f"lpips needs tensors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    frames = x.shape[2] if x.dim() == 5 else 1
+    if x.dim() == 5:
+        x, y = (v.transpose(1, 2).flatten(0, 1) for v in (x, y))  # (B*T, C, H, W)
+    side = min(x.shape[-2:])
+    if side < LPIPS_MIN_SIDE:
+        size = tuple(math.ceil(s * LPIPS_MIN_SIDE / side) for s in x.shape[-2:])
+        x, y = (F.interpolate(v.float(), size=size, mode="bilinear", align_corners=False) for v in (x, y))
+    device = next(network.parameters()).device
+    x, y = (v.float().clamp(-1, 1).to(device) for v in (x, y))
+    distance = network(x, y).flatten().cpu()  # (B*T,)
+    return distance.view(-1, frames).mean(dim=1)
+
+
+__all__ = ["psnr", "psnr_over_batches", "mean_psnr", "summarize_psnr", "alexnet_weights_path",
+           "lpips_network", "lpips", "LPIPS_MIN_SIDE"]
