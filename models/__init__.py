@@ -13,6 +13,7 @@ from models.dit import DiT, DiTConfig
 from models.text import TextEncoder, TextEncoderConfig
 from models.unet import UNet, UNetConfig
 from models.vae import ImageVAE, ImageVAEConfig, create_vae
+from models.video_vae import VideoVAE, VideoVAEConfig, create_video_vae
 
 # name -> (class, config kwargs). Tiny presets train in CI in seconds; the others are
 # the sizes the shipped defaults use.
@@ -94,4 +95,5 @@ def summary() -> list[dict]:
 
 
 __all__ = ["summary", "native_input", "create", "list_models", "load_pretrained", "read_config", "PRESETS", "DiT", "DiTConfig",
-           "UNet", "UNetConfig", "TextEncoder", "TextEncoderConfig", "ImageVAE", "ImageVAEConfig", "create_vae", "ConfiguredModule", "register"]
+           "UNet", "UNetConfig", "TextEncoder", "TextEncoderConfig", "ImageVAE", "ImageVAEConfig", "create_vae", "VideoVAE",
+           "VideoVAEConfig", "create_video_vae", "ConfiguredModule", "register"]

@@ -127,3 +127,17 @@ def test_vae_and_denoiser_channels_must_match(tmp_path, capsys):
     code = main(["train", "image", "--model", "dit-tiny", "--vae", str(tmp_path / "vae"), "--size", "16",
                  "--steps", "1", "--batch", "2", "--out", str(tmp_path / "run"), "--config", str(cfg)])
     assert code == 2 and "8 latent channels" in capsys.readouterr().err
+
+
+def test_gen_train_vae_video_trains_a_causal_clip_autoencoder(tmp_path, capsys):
+    cfg = tmp_path / "vae.json"
+    cfg.write_text(json.dumps({"vae_config": {"channels": [8, 16, 16], "latent_channels": 4}, "data_n": 8}))
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--video", "--size", "16", "--frames", "5", "--fps", "4", "--steps", "2",
+                 "--batch", "2", "--out", str(out), "--sample-every", "2", "--config", str(cfg), "--no-bf16"]) == 0
+    vae = models.load_pretrained(out / "vae")
+    assert isinstance(vae, models.VideoVAE) and vae.config.scaling_factor != 1.0
+    assert (out / "samples" / "step-0000002.png").is_file()
+    code = main(["train", "vae", "--video", "--size", "16", "--frames", "6", "--steps", "1", "--batch", "2",
+                 "--out", str(tmp_path / "bad"), "--config", str(cfg)])
+    assert code == 2 and "1 + k*2 frames" in capsys.readouterr().err

@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factor", type=int, default=None, help="vae: pixels per latent along a side (4 or 8)")
     parser.add_argument("--latent-channels", type=int, default=None, help="vae: latent channels (default 4)")
     parser.add_argument("--cache-latents", action="store_true", help="with --vae: encode each image once")
+    parser.add_argument("--video", action="store_true", help="vae: a causal video VAE trained on clips")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bf16 autocast)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
@@ -62,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
         values["bf16"] = False
     if args.cache_latents:
         values["cache_latents"] = True
-    for flag, key in (("factor", "factor"), ("latent_channels", "latent_channels")):
+    if args.video:
+        values["vae_video"] = True
+    factor_key = "spatial_factor" if args.video else "factor"
+    for flag, key in (("factor", factor_key), ("latent_channels", "latent_channels")):
         if getattr(args, flag) is not None:
             values["vae_config"] = {**values.get("vae_config", {}), key: getattr(args, flag)}
     if args.prediction:

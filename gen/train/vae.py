@@ -1,4 +1,5 @@
-"""What the loop trains for `gen train vae`: an image autoencoder for latent diffusion.
+"""What the loop trains for `gen train vae`: an image (or, with --video, a causal video)
+autoencoder for latent diffusion.
 
 Loss per step: reconstruction (L1 or L2, pixels in [-1, 1]) of x from z ~ q(z | x),
 plus kl_weight * KL(q(z | x) || N(0, I)) per latent element (Kingma & Welling 2014;
@@ -30,22 +31,30 @@ class VAETask:
         from gen.data import open_dataset
 
         cfg = self.cfg
-        dataset = open_dataset(cfg.data, size=cfg.size, n=cfg.data_n, seed=cfg.seed, channels=cfg.channels)
+        video = cfg.data in ("toy-video",) or cfg.vae_video
+        self.key = "video" if video else "image"
+        dataset = open_dataset(cfg.data if not (video and cfg.data == "toy") else "toy-video", size=cfg.size,
+                               n=cfg.data_n, seed=cfg.seed, channels=cfg.channels, video=video,
+                               frames=cfg.frames if video else None, fps=cfg.fps if video else None)
         torch.manual_seed(cfg.seed)
         try:
-            vae = models.create_vae(in_channels=cfg.channels, **cfg.vae_config)
+            create = models.create_video_vae if video else models.create_vae
+            vae = create(in_channels=cfg.channels, **cfg.vae_config)
         except (TypeError, ValueError) as err:
             raise GenError(f"VAE config {cfg.vae_config}: {err}") from None
+        if video and (cfg.frames - 1) % vae.temporal_factor:
+            raise GenError(f"--frames {cfg.frames}: the video VAE needs 1 + k*{vae.temporal_factor} frames "
+                           f"(its first frame is encoded alone), e.g. {1 + vae.temporal_factor * ((cfg.frames - 1) // vae.temporal_factor)}")
         if cfg.size % vae.scale_factor:
             raise GenError(f"--size {cfg.size} is not divisible by the VAE factor {vae.scale_factor}")
         self.dataset, self.model = dataset, vae.to(self.device)
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and not video:
             self.model = self.model.to(memory_format=torch.channels_last)
         return dataset, self.model
 
     def loss(self, trained, batch, gen: torch.Generator, autocast):
-        x = batch["image"].to(self.device)
-        if self.device.type == "cpu":
+        x = batch[self.key].to(self.device)
+        if self.device.type == "cpu" and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             recon, kl = trained(x, generator=gen)
@@ -67,13 +76,14 @@ class VAETask:
 
         vae = self.averaged(model, ema)
         n = min(SCALING_SAMPLES, len(self.dataset))
-        images = collate([self.dataset[i] for i in range(n)])["image"]
+        images = collate([self.dataset[i] for i in range(n)])[self.key]
         vae.fit_scaling(images)
         return vae.save_pretrained(run / self.export_name, overwrite=True)
 
     @torch.no_grad()
     def sample(self, path: Path, model, ema) -> Path:
-        """Originals (top) and EMA reconstructions (bottom) of the first 8 training images."""
+        """Originals (top) and EMA reconstructions (bottom) of the first 8 training images
+        (of clips: their first and last frames)."""
         import numpy as np
         from PIL import Image
 
@@ -81,8 +91,10 @@ class VAETask:
         from gen.pipeline import to_uint8
 
         vae = self.averaged(model, ema)
-        x = collate([self.dataset[i] for i in range(min(8, len(self.dataset)))])["image"]
-        rec = vae.model.decode(vae.posterior(x).mean).sample
+        x = collate([self.dataset[i] for i in range(min(8, len(self.dataset)))])[self.key]
+        rec = vae.decode(vae.encode(x))
+        if x.dim() == 5:  # clips: first and last frames side by side
+            x, rec = (torch.cat([v[:, :, 0], v[:, :, -1]]) for v in (x, rec))
         rows = [np.concatenate(list(to_uint8(t)), axis=1) for t in (x, rec)]
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate(rows, axis=0)).save(path)
