@@ -141,3 +141,24 @@ def test_gen_train_vae_video_trains_a_causal_clip_autoencoder(tmp_path, capsys):
     code = main(["train", "vae", "--video", "--size", "16", "--frames", "6", "--steps", "1", "--batch", "2",
                  "--out", str(tmp_path / "bad"), "--config", str(cfg)])
     assert code == 2 and "1 + k*2 frames" in capsys.readouterr().err
+
+
+def test_vae_training_can_start_from_a_saved_vae(tmp_path, capsys):
+    start = models.create_vae(**TINY_VAE)
+    with torch.no_grad():
+        for p in start.parameters():
+            p.add_(0.01)
+    start.save_pretrained(tmp_path / "start")
+    cfg = tmp_path / "vae.json"
+    cfg.write_text(json.dumps({"vae_config": TINY_VAE, "data_n": 4, "lr": 1e-12}))
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--size", "16", "--steps", "1", "--batch", "2", "--out", str(out), "--no-bf16",
+                 "--init", str(tmp_path / "start"), "--config", str(cfg)]) == 0
+    tuned = models.load_pretrained(out / "vae")
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    other = models.create_vae(**{**TINY_VAE, "latent_channels": 8})
+    other.save_pretrained(tmp_path / "other")
+    assert main(["train", "vae", "--size", "16", "--steps", "1", "--batch", "2", "--out", str(tmp_path / "r2"),
+                 "--init", str(tmp_path / "other"), "--config", str(cfg)]) == 2
+    assert "does not fit" in capsys.readouterr().err

@@ -29,6 +29,7 @@ class TrainConfig:
     vae: str | None = None  # latent diffusion: a VAE folder or shipped name
     cache_latents: bool = False  # encode each training image once and keep its latents
     vae_config: dict = field(default_factory=dict)  # kind "vae": ImageVAEConfig fields (factor, ...)
+    init: str | None = None  # kind "vae": start from this VAE folder's weights (fine-tuning)
     vae_video: bool = False  # kind "vae": a causal video VAE on clips (models.VideoVAE)
     kl_weight: float = 1e-6  # kind "vae": weight of the KL term
     recon_loss: str = "l1"  # kind "vae": l1 | l2

@@ -45,6 +45,17 @@ class VAETask:
         if video and (cfg.frames - 1) % vae.temporal_factor:
             raise GenError(f"--frames {cfg.frames}: the video VAE needs 1 + k*{vae.temporal_factor} frames "
                            f"(its first frame is encoded alone), e.g. {1 + vae.temporal_factor * ((cfg.frames - 1) // vae.temporal_factor)}")
+        if cfg.init:
+            from gen.train.diffusion import resolve_vae
+
+            start = models.load_pretrained(resolve_vae(cfg.init))
+            try:
+                if type(start) is not type(vae):
+                    raise RuntimeError(f"it holds a {type(start).__name__}")
+                vae.load_state_dict(start.state_dict())
+            except RuntimeError as err:
+                raise GenError(f"--init {cfg.init} does not fit a {type(vae).__name__} of this config: "
+                               f"{str(err).splitlines()[0]}") from None
         if cfg.size % vae.scale_factor:
             raise GenError(f"--size {cfg.size} is not divisible by the VAE factor {vae.scale_factor}")
         self.dataset, self.model = dataset, vae.to(self.device)
