@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,21 +45,6 @@ class SamplingDefaults:
     spacing: str = "trailing"
     size: int = 32
     clip_x0: float | None = 1.0
-
-
-@dataclass
-class GenerationParams:
-    """What made an image: stored in its PNG text chunks and enough to regenerate it."""
-
-    prompt: str
-    seed: int
-    steps: int
-    sampler: str
-    cfg: float
-    negative: str = ""
-    model: str = ""
-    size: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class Pipeline:
@@ -115,7 +100,8 @@ class Pipeline:
                 self.vae.save_pretrained(tmp / "vae", dtype=dtype)
             index = {"_class": "Pipeline", "kind": self.kind, "denoiser": "denoiser",
                      "text_encoder": "text_encoder" if self.text_encoder is not None else None,
-                     "vae": "vae" if self.vae is not None else None, "schedule": self.schedule.to_dict(), "defaults": asdict(self.defaults)}
+                     "vae": "vae" if self.vae is not None else None, "schedule": self.schedule.to_dict(),
+                     "defaults": asdict(self.defaults)}
             (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
             if path.exists():
                 shutil.rmtree(path)
