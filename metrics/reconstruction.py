@@ -101,9 +101,9 @@ def lpips_network(device: torch.device | str = "cpu", weights: str | Path | None
     return network.to(device).eval()
 
 
-@torch.no_grad()
 def lpips(network, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample LPIPS distance (B,) between images in [-1, 1] (lower is closer). Clips
+    """Per-sample LPIPS distance (B,) between images in [-1, 1] (lower is closer),
+    differentiable in x and y (a training loss; wrap scoring in torch.no_grad()). Clips
     (B, C, T, H, W) are scored frame by frame and averaged over time. Sides below
     `LPIPS_MIN_SIDE` are upsampled (bilinear) first, as AlexNet's stem needs the room."""
     if x.shape != y.shape:
@@ -117,7 +117,7 @@ def lpips(network, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = (F.interpolate(v.float(), size=size, mode="bilinear", align_corners=False) for v in (x, y))
     device = next(network.parameters()).device
     x, y = (v.float().clamp(-1, 1).to(device) for v in (x, y))
-    distance = network(x, y).flatten().cpu()  # (B*T,)
+    distance = network(x, y).flatten()  # (B*T,)
     return distance.view(-1, frames).mean(dim=1)
 
 

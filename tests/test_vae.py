@@ -104,6 +104,8 @@ def test_latent_diffusion_trains_samples_and_caches_latents(tmp_path):
                      "--steps", "4", "--batch", "4", "--sample-every", "0", "--out", str(out), "--no-bf16",
                      "--config", str(cfg), *extra]) == 0
         runs[name] = out
+    assert (runs["cached"] / "latent-cache.npy").is_file() and not (runs["plain"] / "latent-cache.npy").exists()
+    assert np.load(runs["cached"] / "latent-cache-done.npy").sum() == 8  # 4 steps x 4 of 8 images: all seen
     # Caching only avoids re-encoding: the runs end with the same weights.
     a = models.load_pretrained(runs["plain"] / "pipeline" / "denoiser")
     b = models.load_pretrained(runs["cached"] / "pipeline" / "denoiser")
@@ -162,3 +164,25 @@ def test_vae_training_can_start_from_a_saved_vae(tmp_path, capsys):
     assert main(["train", "vae", "--size", "16", "--steps", "1", "--batch", "2", "--out", str(tmp_path / "r2"),
                  "--init", str(tmp_path / "other"), "--config", str(cfg)]) == 2
     assert "does not fit" in capsys.readouterr().err
+
+
+def test_lpips_term_trains_through_random_alexnet_weights(tmp_path, monkeypatch):
+    # The LPIPS term is used when AlexNet's weights are present: give it random ones in the
+    # torchvision file format and check the loss logs it and it has a gradient.
+    import torchvision
+
+    from metrics import reconstruction
+
+    weights = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet().state_dict(), weights)
+    monkeypatch.setattr(reconstruction, "alexnet_weights_path", lambda: weights)
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    net = reconstruction.lpips_network("cpu", weights)
+    reconstruction.lpips(net, x * 2 - 1, torch.zeros(2, 3, 16, 16)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    cfg = tmp_path / "vae.json"
+    cfg.write_text(json.dumps({"vae_config": TINY_VAE, "data_n": 4}))
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--size", "16", "--steps", "1", "--batch", "2", "--out", str(out),
+                 "--log-every", "1", "--config", str(cfg), "--no-bf16"]) == 0
+    assert "lpips" in json.loads((out / "log.jsonl").read_text().splitlines()[-1])

@@ -210,7 +210,8 @@ def evaluate_vae(model: str = "default", n: int = 200, size: int | None = None, 
         result["lpips"] = None
         result["lpips_note"] = f"weights not present ({alexnet_weights_path()})"
     else:
-        values = torch.cat([lpips(network, a, b) for a, b in pairs])
+        with torch.no_grad():
+            values = torch.cat([lpips(network, a, b).cpu() for a, b in pairs])
         result["lpips"] = {"mean": values.mean().item(), "p95": torch.quantile(values, 0.95).item()}
 
     judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device)

@@ -32,6 +32,7 @@ class TrainConfig:
     init: str | None = None  # kind "vae": start from this VAE folder's weights (fine-tuning)
     vae_video: bool = False  # kind "vae": a causal video VAE on clips (models.VideoVAE)
     kl_weight: float = 1e-6  # kind "vae": weight of the KL term
+    lpips_weight: float = 0.1  # kind "vae": LPIPS term, used when its AlexNet weights are present
     recon_loss: str = "l1"  # kind "vae": l1 | l2
     schedule: dict = field(default_factory=lambda: {"beta_schedule": "cosine", "prediction": "v"})
     loss_weighting: str = "min_snr"  # uniform | min_snr

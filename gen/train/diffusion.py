@@ -4,7 +4,7 @@ Loss per step (Ho et al. 2020, with v-prediction and min-SNR weighting as config
 t ~ U{0..T-1}, eps ~ N(0, I), x_t = q_sample(x_0, t, eps), prediction =
 denoiser(x_t, t, text(captions), null=dropped) -> weighted MSE against training_target.
 With `vae` set the model works in the autoencoder's latent space: x_0 = vae.encode(pixels),
-computed once per image when `cache_latents` is on.
+computed once per image when `cache_latents` is on and kept on disk in the run folder.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class DiffusionTask:
     def __init__(self, cfg: TrainConfig, device: torch.device):
         self.cfg, self.device = cfg, device
         self.vae = load_vae(cfg.vae, device) if cfg.vae else None
-        self.latent_cache: dict[int, torch.Tensor] = {}
+        self.cache = None  # (latents, done) memory-mapped arrays under the run folder
 
     def build(self):
         """Dataset and model for the config (deterministic in cfg.seed)."""
@@ -94,7 +94,7 @@ class DiffusionTask:
         if self.device.type == "cpu" and getattr(denoiser.config, "channels", None):
             model = model.to(memory_format=torch.channels_last)  # U-Net convs: ~6x faster with bf16
         self.schedule = NoiseSchedule.create(**cfg.schedule)
-        self.model = model
+        self.model, self.dataset_len = model, len(dataset)
         return dataset, model
 
     @torch.no_grad()
@@ -105,15 +105,33 @@ class DiffusionTask:
             return pixels.to(self.device)
         if not self.cfg.cache_latents:
             return self.vae.encode(pixels.to(self.device))
-        keys = batch["index"].tolist() if "index" in batch else None
-        if keys is None:
-            raise GenError("--cache-latents needs a dataset whose items carry their index")
-        missing = [i for i, k in enumerate(keys) if k not in self.latent_cache]
+        keys = batch["index"].numpy()
+        if self.cache is None:
+            self.cache = self.open_cache(self.vae.encode(pixels[:1].to(self.device)).shape[1:])
+        latents, done = self.cache
+        missing = [i for i, k in enumerate(keys) if not done[k]]
         if missing:
-            fresh = self.vae.encode(pixels[missing].to(self.device))
-            for i, z in zip(missing, fresh):
-                self.latent_cache[keys[i]] = z
-        return torch.stack([self.latent_cache[k] for k in keys])
+            fresh = self.vae.encode(pixels[missing].to(self.device)).float().cpu().numpy()
+            latents[keys[missing]] = fresh
+            done[keys[missing]] = True
+        return torch.from_numpy(latents[keys]).to(self.device)
+
+    def open_cache(self, shape):
+        """RUN/latent-cache.npy (float32 latents, one row per dataset index) and
+        RUN/latent-cache-done.npy (which rows are filled): kept across --resume."""
+        import numpy as np
+
+        run = Path(self.cfg.out)
+        run.mkdir(parents=True, exist_ok=True)
+        n = self.dataset_len
+        paths = run / "latent-cache.npy", run / "latent-cache-done.npy"
+        if all(p.is_file() for p in paths):
+            latents, done = (np.lib.format.open_memmap(p, mode="r+") for p in paths)
+            if latents.shape == (n, *shape):
+                return latents, done
+        latents = np.lib.format.open_memmap(paths[0], mode="w+", dtype=np.float32, shape=(n, *shape))
+        done = np.lib.format.open_memmap(paths[1], mode="w+", dtype=bool, shape=(n,))
+        return latents, done
 
     def loss(self, trained, batch, gen: torch.Generator, autocast):
         from samplers import loss_weights, q_sample, training_target

@@ -3,7 +3,9 @@ autoencoder for latent diffusion.
 
 Loss per step: reconstruction (L1 or L2, pixels in [-1, 1]) of x from z ~ q(z | x),
 plus kl_weight * KL(q(z | x) || N(0, I)) per latent element (Kingma & Welling 2014;
-Rombach et al. 2022 use a small KL weight so the latent stays close to the data).
+Rombach et al. 2022 use a small KL weight so the latent stays close to the data), plus
+lpips_weight * LPIPS (Zhang et al. 2018) when the AlexNet weights are on this machine
+(metrics.reconstruction.lpips_network; the run's log says whether it was used).
 Export: the EMA autoencoder with its latent scale and shift measured on training data.
 """
 
@@ -24,7 +26,12 @@ class VAETask:
     export_name = "vae"
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
+        from metrics.reconstruction import alexnet_weights_path, lpips_network
+
         self.cfg, self.device = cfg, device
+        self.lpips = lpips_network(device) if cfg.lpips_weight > 0 else None
+        if cfg.lpips_weight > 0 and self.lpips is None:
+            print(f"LPIPS term off: its AlexNet weights are not at {alexnet_weights_path()}")
 
     def build(self):
         import models
@@ -73,7 +80,15 @@ class VAETask:
         rec = F.l1_loss(recon, x) if self.cfg.recon_loss == "l1" else F.mse_loss(recon, x)
         kl = kl.float().mean() / x[0].numel()  # per element, as the reconstruction term
         psnr = 10 * torch.log10(4.0 / F.mse_loss(recon.detach(), x).clamp_min(1e-10))
-        return rec + self.cfg.kl_weight * kl, {"recon": rec.item(), "kl": kl.item(), "psnr": psnr.item()}
+        loss = rec + self.cfg.kl_weight * kl
+        metrics = {"recon": rec.item(), "kl": kl.item(), "psnr": psnr.item()}
+        if self.lpips is not None:
+            from metrics.reconstruction import lpips
+
+            perceptual = lpips(self.lpips, recon, x).mean()
+            loss = loss + self.cfg.lpips_weight * perceptual
+            metrics["lpips"] = perceptual.item()
+        return loss, metrics
 
     def averaged(self, model, ema):
         from gen.train.ema import averaged
