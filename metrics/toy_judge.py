@@ -101,10 +101,13 @@ class ImageJudge(ConfiguredModule):
             images = F.interpolate(images, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
         return images
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled penultimate features (B, C) the heads read: the toy FID/KID space."""
+        h = self.stages(self.resize(images))  # (B, C, S / 2^(stages-1), same)
+        return reduce(h, "b c h w -> b c", "mean")  # (B, C)
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.resize(images)  # (B, 3, S, S)
-        h = self.stages(x)  # (B, C, S / 2^(stages-1), same)
-        h = reduce(h, "b c h w -> b c", "mean")  # (B, C)
+        h = self.features(images)  # (B, C)
         out = {name: head(h) for name, head in self.heads.items()}
         out["hat"] = out["hat"].squeeze(-1)  # (B,)
         return out
