@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from gen import __version__
-from gen.cli import data, eval, image, models, pending, train
+from gen.cli import data, eval, image, models, pending, score, train
 from gen.errors import GenError
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
@@ -22,7 +22,7 @@ COMMANDS = (
     ("image", "generate images from a prompt", image),
     ("video", "generate a video clip from a prompt", pending),
     ("train", "train a text-conditioned denoiser on a dataset", train),
-    ("score", "score images or clips (FID, KID, CLIPScore, ...)", pending),
+    ("score", "score folders of images: FID, KID, IS", score),
     ("eval", "evaluate a model: generate samples and score them", eval),
     ("data", "write a captioned dataset to disk (toy world: images or clips)", data),
     ("models", "list the model presets with parameters and GFLOPs", models),
