@@ -1,6 +1,8 @@
 """Recipe for the shipped toy VAE (`gen/weights/toy-vae`, factor 4, 4 latent channels).
 
     python scripts/train_default_vae.py --out runs/toy-vae [--minutes 2.5] [--device cuda]
+    python scripts/train_default_vae.py --out runs/toy-vae-ft --init runs/toy-vae/vae --lr 2e-4 \
+        --warmup 50 --batch 16 --seed 1 --minutes 22 --device cpu        # the second stage
     python scripts/train_default_vae.py --ship runs/toy-vae/vae      # copy into gen/weights (fp16)
     gen eval vae --model runs/toy-vae/vae                             # PSNR on fresh toy images
 
@@ -40,6 +42,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--init", default=None, help="start from this VAE folder (a second stage)")
+    parser.add_argument("--lr", type=float, default=RECIPE["lr"])
+    parser.add_argument("--warmup", type=int, default=RECIPE["warmup"])
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained VAE folder into gen/weights")
     args = parser.parse_args()
@@ -48,8 +54,9 @@ def main() -> None:
         return
     from gen.train import TrainConfig, train
 
+    recipe = {**RECIPE, "lr": args.lr, "warmup": args.warmup, "init": args.init, "seed": args.seed}
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
-                      max_minutes=args.minutes, ckpt_every=1_000_000, sample_every=0, log_every=50, **RECIPE)
+                      max_minutes=args.minutes, ckpt_every=1_000_000, sample_every=0, log_every=25, **recipe)
     print(train(cfg, resume=args.resume, device=args.device))
 
 
