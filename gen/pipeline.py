@@ -28,6 +28,32 @@ SAMPLERS = ("ddim", "ddpm", "dpm++2m", "heun")
 NULL_CONDITIONINGS = ("learned", "empty_prompt")
 
 
+DEFAULT_VAE, DEFAULT_VIDEO_VAE = "toy-vae", "toy-video-vae"
+
+
+def resolve_vae(model: str, video: bool = False) -> Path:
+    """The VAE checkpoint folder `model` names: "default" (the shipped one), a shipped name, a
+    folder (config.json + model.safetensors), or a pipeline folder's vae part."""
+    if model == "default":
+        name = DEFAULT_VIDEO_VAE if video else DEFAULT_VAE
+        path = WEIGHTS_DIR / name
+        if not (path / "config.json").is_file():
+            raise GenError(f"the shipped {'video ' if video else ''}VAE {path} is not installed; pass --model PATH "
+                           f"to a VAE checkpoint folder (config.json + model.safetensors)")
+        return path
+    for path in (Path(model), WEIGHTS_DIR / model):
+        if (path / INDEX).is_file():  # a pipeline folder: its vae part
+            part = json.loads((path / INDEX).read_text()).get("vae")
+            if not part:
+                raise GenError(f"--model {model}: the pipeline in {path} has no VAE (a pixel-space model)")
+            return path / part
+        if (path / "config.json").is_file():
+            return path
+    shipped = sorted(p.name for p in WEIGHTS_DIR.glob("*") if "vae" in p.name and (p / "config.json").is_file())
+    raise GenError(f"unknown VAE {model!r}: not a shipped VAE ({', '.join(shipped) or 'none shipped yet'}) "
+                   f"and not a folder holding config.json + model.safetensors")
+
+
 def shipped_models() -> dict[str, Path]:
     """Name -> folder of every pipeline shipped inside the package (plus "default")."""
     found = {p.name: p for p in sorted(WEIGHTS_DIR.glob("*")) if (p / INDEX).is_file()}

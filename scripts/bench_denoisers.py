@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import time
 
 import torch

@@ -200,4 +200,4 @@ def test_eval_vae_errors(tiny_vae, tmp_path, monkeypatch, capsys):
     import gen.pipeline
 
     monkeypatch.setattr(gen.pipeline, "WEIGHTS_DIR", tmp_path)  # no shipped VAE
-    assert "toy-vae is not there yet" in error(["eval", "vae"])
+    assert "toy-vae is not installed" in error(["eval", "vae"])

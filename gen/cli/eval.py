@@ -24,13 +24,11 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 from gen.errors import GenError
 
 TARGETS = ("vae",)
 EVAL_SEED = 4242  # toy-world seed of the evaluation data: never the training data's (seed 0)
-DEFAULT_VAE, DEFAULT_VIDEO_VAE = "toy-vae", "toy-video-vae"
 JUDGED_KINDS = ("single", "wearing")
 JUDGE_ATTRIBUTES = ("object", "color", "hat", "hat_color", "all")
 
@@ -75,39 +73,11 @@ def _data_seed(args) -> int:
 # ---------------------------------------------------------------------------- loading
 
 
-def resolve_vae(model: str, video: bool = False) -> Path:
-    """The checkpoint folder `model` names: a shipped name, a folder, or a pipeline's vae part."""
-    from gen.pipeline import INDEX, WEIGHTS_DIR
-
-    if model == "default":
-        name = DEFAULT_VIDEO_VAE if video else DEFAULT_VAE
-        path = WEIGHTS_DIR / name
-        if not (path / "config.json").is_file():
-            raise GenError(f"the shipped {'video ' if video else ''}VAE {path} is not there yet (it is being "
-                           f"trained); pass --model PATH to a VAE checkpoint folder (config.json + model.safetensors)")
-        return path
-    for path in (Path(model), WEIGHTS_DIR / model):
-        if (path / INDEX).is_file():  # a pipeline folder: its vae part
-            part = json.loads((path / INDEX).read_text()).get("vae")
-            if not part:
-                raise GenError(f"--model {model}: the pipeline in {path} has no VAE (a pixel-space model)")
-            return path / part
-        if (path / "config.json").is_file():
-            return path
-    shipped = sorted(p.name for p in WEIGHTS_DIR.glob("*") if "vae" in p.name and (p / "config.json").is_file())
-    raise GenError(f"unknown VAE {model!r}: not a shipped VAE ({', '.join(shipped) or 'none shipped yet'}) "
-                   f"and not a folder holding config.json + model.safetensors")
-
-
 def load_vae(model: str, video: bool, device):
     import models
 
-    if video:
-        try:
-            import models.video_vae  # noqa: F401  (registers VideoVAE)
-        except ImportError:
-            raise GenError("--video needs the video VAE (models/video_vae.py, VideoVAE), which is not in this "
-                           "version of gen yet; evaluate an image VAE without --video") from None
+    from gen.pipeline import resolve_vae
+
     path = resolve_vae(model, video)
     cls = models.read_config(path).get("_class")
     want = "VideoVAE" if video else "ImageVAE"

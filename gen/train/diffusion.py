@@ -34,20 +34,13 @@ class TextToImageModel(nn.Module):
 
 def load_vae(path: str, device):
     import models
+    from gen.pipeline import resolve_vae
 
     try:
         vae = models.load_pretrained(resolve_vae(path), device=device)
     except (FileNotFoundError, ValueError) as err:
         raise GenError(f"--vae {path}: {err}") from None
     return vae.eval().requires_grad_(False)
-
-
-def resolve_vae(name: str) -> Path:
-    """A shipped VAE name (gen/weights/NAME) or a folder."""
-    from gen.pipeline import WEIGHTS_DIR
-
-    shipped = WEIGHTS_DIR / name
-    return shipped if (shipped / "config.json").is_file() else Path(name)
 
 
 class DiffusionTask:

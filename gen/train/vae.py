@@ -53,7 +53,7 @@ class VAETask:
             raise GenError(f"--frames {cfg.frames}: the video VAE needs 1 + k*{vae.temporal_factor} frames "
                            f"(its first frame is encoded alone), e.g. {1 + vae.temporal_factor * ((cfg.frames - 1) // vae.temporal_factor)}")
         if cfg.init:
-            from gen.train.diffusion import resolve_vae
+            from gen.pipeline import resolve_vae
 
             start = models.load_pretrained(resolve_vae(cfg.init))
             try:
