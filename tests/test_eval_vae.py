@@ -201,3 +201,12 @@ def test_eval_vae_errors(tiny_vae, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(gen.pipeline, "WEIGHTS_DIR", tmp_path)  # no shipped VAE
     assert "toy-vae is not installed" in error(["eval", "vae"])
+
+
+def test_eval_judge_reports_the_shipped_judge_on_fresh_renders(capsys):
+    from gen.cli import main
+
+    assert main(["eval", "judge", "--n", "60", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 60 and report["seed"] == 4242
+    assert all(v >= 0.95 for v in report["accuracy"].values()), report

@@ -27,14 +27,14 @@ import time
 
 from gen.errors import GenError
 
-TARGETS = ("vae",)
+TARGETS = ("vae", "judge")
 EVAL_SEED = 4242  # toy-world seed of the evaluation data: never the training data's (seed 0)
 JUDGED_KINDS = ("single", "wearing")
 JUDGE_ATTRIBUTES = ("object", "color", "hat", "hat_color", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", nargs="?", default=None, help="what to evaluate: vae")
+    parser.add_argument("target", nargs="?", default=None, help="what to evaluate: vae, judge")
     parser.add_argument("--model", default="default",
                         help="shipped name (default: toy-vae) or a checkpoint folder (config.json + "
                              "model.safetensors), or a pipeline folder with a vae part")
@@ -56,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"gen: error: `{what}` is not built yet in gen 0.1.0; built: "
               + ", ".join(f"gen eval {t}" for t in TARGETS), file=sys.stderr)
         return 2
+    if args.target == "judge":
+        result = evaluate_judge(n=args.n, size=args.size or 32, seed=_data_seed(args), device=args.device)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"toy-judge-image on {result['n']} fresh renders ({result['size']}x{result['size']}, "
+                  f"seed {result['seed']}): " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["accuracy"].items()))
+        return 0
     result = evaluate_vae(model=args.model, n=args.n, size=args.size, video=args.video, frames=args.frames,
                           batch=args.batch, seed=_data_seed(args), device=args.device)
     if args.json:
@@ -63,6 +71,36 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_report(result))
     return 0
+
+
+def evaluate_judge(n: int, size: int, seed: int, device: str = "auto") -> dict:
+    """The shipped image judge's accuracy per head on fresh renders of its scene kinds
+    (half single objects, half wearers), labels from the toy world's exact attributes."""
+    import numpy as np
+    import torch
+
+    from gen.pipeline import WEIGHTS_DIR
+    from gen.runtime import resolve_device
+    from gen.toyworld import toy_image
+    from metrics.toy_judge import ImageJudge
+
+    if n < 2:
+        raise GenError(f"--n must be at least 2, got {n}")
+    dev = resolve_device(device)
+    judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=dev)
+    samples = [toy_image(i, size, seed=seed, kind=JUDGED_KINDS[i % 2]) for i in range(n)]
+    images = torch.from_numpy(np.stack([s.pixels for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    predictions = judge.predict(images)
+    right = {"object": [], "color": [], "hat": [], "hat_color": []}
+    for s, p in zip(samples, predictions):
+        objs, wearing = s.attributes["objects"], s.attributes["kind"] == "wearing"
+        right["object"].append(p["class"] == objs[0]["class"])
+        right["color"].append(p["color"] == objs[0]["color"])
+        right["hat"].append(p["hat"] == wearing)
+        if wearing:
+            right["hat_color"].append(p["hat_color"] == objs[1]["color"])
+    return {"judge": "toy-judge-image", "n": n, "size": size, "seed": seed,
+            "accuracy": {k: sum(v) / len(v) for k, v in right.items()}}
 
 
 def _data_seed(args) -> int:
