@@ -68,3 +68,22 @@ def test_errors(folders, tmp_path, capsys):
     assert code == 2 and "not built yet" in err
     code, _, err = _run(capsys, "ssim", "--real", str(one))
     assert code == 2 and "unknown metric 'ssim'" in err
+
+
+def test_lpips_pairs_same_named_images(folders, tmp_path, capsys, monkeypatch):
+    import torchvision
+
+    from metrics import reconstruction
+
+    code, _, err = _run(capsys, "lpips", str(folders / "real"), str(folders / "fake"))
+    if reconstruction.lpips_network("cpu") is None:  # no AlexNet weights here: the error names the file
+        assert code == 2 and "alexnet-owt-7be5be79.pth" in err
+    weights = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet().state_dict(), weights)
+    monkeypatch.setattr(reconstruction, "alexnet_weights_path", lambda: weights)
+    code, out, _ = _run(capsys, "lpips", str(folders / "real"), str(folders / "real"), "--json")
+    assert code == 0 and json.loads(out)["pairs"] == 40 and abs(json.loads(out)["lpips_mean"]) < 1e-6
+    code, out, _ = _run(capsys, "lpips", str(folders / "real"), str(folders / "fake"), "--json")
+    assert code == 0 and json.loads(out)["lpips_mean"] > 0
+    code, _, err = _run(capsys, "lpips", str(folders / "real"))
+    assert code == 2 and "two folders" in err

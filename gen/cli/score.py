@@ -3,6 +3,7 @@
     gen score fid --real DIR --fake DIR [--features toy|inception|PATH] [--json]
     gen score kid --real DIR --fake DIR [--subsets 100 --subset-size 1000]
     gen score is --fake DIR                       # Inception Score (needs the Inception weights)
+    gen score lpips A B                           # mean LPIPS of same-named images (AlexNet weights)
 
 Feature spaces: `toy` (default): the shipped toy-world judge's pooled features, always
 available; `inception`: the FID Inception (pytorch-fid protocol), found locally through
@@ -19,12 +20,13 @@ import sys
 
 from gen.errors import GenError
 
-KINDS = ("fid", "kid", "is")
-LATER = ("fvd", "clip", "lpips")
+KINDS = ("fid", "kid", "is", "lpips")
+LATER = ("fvd", "clip")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("metric", metavar="METRIC", help=f"one of {', '.join(KINDS)} ({', '.join(LATER)}: not built yet)")
+    parser.add_argument("pair", nargs="*", metavar="FOLDER", help="lpips: the two folders to compare")
     parser.add_argument("--real", help="folder of real (reference) images")
     parser.add_argument("--fake", help="folder of generated images")
     parser.add_argument("--features", default="toy", help="toy (default), inception, or a FID Inception weights file")
@@ -89,6 +91,36 @@ def _features(ds, extract, side: int, batch: int, device, said: set):
     return torch.cat(out)
 
 
+def _lpips(args, device) -> dict:
+    """Mean LPIPS (AlexNet) over images with the same file name in both folders."""
+    import torch
+
+    from gen.data.folders import ImageFolderDataset
+    from metrics.reconstruction import alexnet_weights_path, lpips, lpips_network
+
+    if len(args.pair) != 2:
+        raise GenError("gen score lpips takes two folders: gen score lpips A B")
+    a, b = (ImageFolderDataset(f) for f in args.pair)
+    names_b = {r["file_name"]: i for i, r in enumerate(b.records)}
+    pairs = [(i, names_b[r["file_name"]]) for i, r in enumerate(a.records) if r["file_name"] in names_b]
+    if not pairs:
+        raise GenError(f"{args.pair[0]} and {args.pair[1]} share no file names; LPIPS compares same-named images")
+    network = lpips_network(device)
+    if network is None:
+        raise GenError(f"LPIPS needs torchvision's AlexNet weights at {alexnet_weights_path()} "
+                       "(https://download.pytorch.org/models/alexnet-owt-7be5be79.pth); place the file there")
+    values = []
+    with torch.no_grad():
+        for i, j in pairs:
+            x, y = a[i]["image"][None], b[j]["image"][None]
+            if x.shape != y.shape:
+                raise GenError(f"{a.records[i]['file_name']}: sizes differ between the folders "
+                               f"({tuple(x.shape[-2:])} vs {tuple(y.shape[-2:])})")
+            values.append(lpips(network, x, y).cpu())
+    v = torch.cat(values).double()
+    return {"lpips_mean": v.mean().item(), "lpips_std": v.std().item() if len(v) > 1 else 0.0, "pairs": len(v)}
+
+
 def run(args: argparse.Namespace) -> int:
     import warnings
 
@@ -106,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
-        if args.metric == "is":
+        if args.metric == "lpips":
+            result.update(_lpips(args, device))
+        elif args.metric == "is":
             fake = _images(args.fake, "--fake")
             extract, side, what = _extractor(args.features if args.features != "toy" else "inception", device,
                                              "logits_unbiased")
@@ -127,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
                 kid = metrics.kernel_inception_distance(f_real, f_fake, subsets=args.subsets, subset_size=size,
                                                         seed=args.seed)
                 result.update(kid_mean=kid.mean, kid_std=kid.std, subset_size=size, subsets=args.subsets)
-    result["features"] = what
+    if args.metric != "lpips":
+        result["features"] = what
     if args.json:
         print(json.dumps(result))
     else:
