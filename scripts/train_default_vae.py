@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=RECIPE["lr"])
     parser.add_argument("--warmup", type=int, default=RECIPE["warmup"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", default=None, help="only toy scenes of this kind (e.g. wearing: small hats)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained VAE folder into gen/weights")
     args = parser.parse_args()
@@ -54,7 +55,8 @@ def main() -> None:
         return
     from gen.train import TrainConfig, train
 
-    recipe = {**RECIPE, "lr": args.lr, "warmup": args.warmup, "init": args.init, "seed": args.seed}
+    recipe = {**RECIPE, "lr": args.lr, "warmup": args.warmup, "init": args.init, "seed": args.seed,
+              "data_kind": args.kind}
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
                       max_minutes=args.minutes, ckpt_every=1_000_000, sample_every=0, log_every=25, **recipe)
     print(train(cfg, resume=args.resume, device=args.device))

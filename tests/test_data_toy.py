@@ -63,3 +63,10 @@ def test_unknown_names_list_the_known_ones():
 def test_bad_toy_arguments(kwargs, message):
     with pytest.raises(GenError, match=message):
         open_dataset("toy", **kwargs)
+
+
+def test_toy_images_of_one_kind():
+    ds = open_dataset("toy", size=8, n=20, kind="wearing")
+    assert {ds[i]["attributes"]["kind"] for i in range(20)} == {"wearing"}
+    with pytest.raises(GenError, match="unknown scene kind 'party'; known: single, wearing, relation, count"):
+        open_dataset("toy", kind="party")

@@ -38,12 +38,14 @@ def _default(value, default):
 def open_dataset(name: str, *, size: int | None = None, channels: int = 3, n: int | None = None,
                  seed: int = 0, frames: int | None = None, fps: float | None = None,
                  root: str | None = None, train: bool = True, download: bool = False,
-                 video: bool = False):
-    """The dataset called `name` (see the module docstring), or the folder at `name`."""
+                 video: bool = False, kind: str | None = None):
+    """The dataset called `name` (see the module docstring), or the folder at `name`.
+    `kind` restricts the toy world to one kind of scene (single, wearing, relation, count)."""
     if name == "toy":
         from gen.data.toy import ToyImageDataset
 
-        return ToyImageDataset(n=_default(n, 100_000), size=_default(size, 64), seed=seed, channels=channels)
+        return ToyImageDataset(n=_default(n, 100_000), size=_default(size, 64), seed=seed, channels=channels,
+                               kind=kind)
     if name == "toy-video":
         from gen.data.toy import ToyVideoDataset
 

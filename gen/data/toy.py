@@ -50,11 +50,14 @@ class ToyImageDataset(_ToyDataset):
 
     key = "image"
 
-    def __init__(self, n: int = 100_000, size: int = 64, seed: int = 0, channels: int = 3):
+    def __init__(self, n: int = 100_000, size: int = 64, seed: int = 0, channels: int = 3, kind: str | None = None):
         super().__init__(n, size, seed, channels)
+        self.kind = kind  # only scenes of this kind (single, wearing, relation, count)
+        if kind is not None:
+            toy_image(0, 1, seed, kind)  # an unknown kind fails here, naming the known ones
 
     def draw(self, i: int):
-        return toy_image(i, self.size, self.seed)
+        return toy_image(i, self.size, self.seed, self.kind)
 
 
 class ToyVideoDataset(_ToyDataset):

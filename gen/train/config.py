@@ -18,6 +18,7 @@ class TrainConfig:
     kind: str = "image"  # image | video | vae
     data: str = "toy"
     data_n: int | None = None  # toy datasets: how many distinct samples (None: the default)
+    data_kind: str | None = None  # toy images: only this kind of scene (single, wearing, relation, count)
     size: int = 32
     frames: int = 16
     fps: float = 8.0

@@ -61,7 +61,7 @@ class DiffusionTask:
         video = cfg.kind == "video"
         dataset = open_dataset(cfg.data, size=cfg.size, n=cfg.data_n, seed=cfg.seed,
                                frames=cfg.frames if video else None, fps=cfg.fps if video else None,
-                               channels=cfg.channels, video=video)
+                               channels=cfg.channels, video=video, kind=cfg.data_kind)
         in_channels, sample_size = cfg.channels, cfg.size
         if self.vae is not None:
             if cfg.size % self.vae.scale_factor:

@@ -41,7 +41,7 @@ class VAETask:
         video = cfg.data in ("toy-video",) or cfg.vae_video
         self.key = "video" if video else "image"
         dataset = open_dataset(cfg.data if not (video and cfg.data == "toy") else "toy-video", size=cfg.size,
-                               n=cfg.data_n, seed=cfg.seed, channels=cfg.channels, video=video,
+                               n=cfg.data_n, seed=cfg.seed, channels=cfg.channels, video=video, kind=cfg.data_kind,
                                frames=cfg.frames if video else None, fps=cfg.fps if video else None)
         torch.manual_seed(cfg.seed)
         try:
