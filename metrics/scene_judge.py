@@ -1,0 +1,243 @@
+"""The toy-world scene judge: every attribute of a toy scene, not just its main object.
+
+A second judge next to `metrics.toy_judge.ImageJudge` (which it does not replace): one
+CNN trunk (the same `ConvStage` blocks) and these heads, trained by
+`scripts/train_scene_judge.py` on toy renders of every kind:
+
+    count     (B, n_classes, 4)          how many of each class: 0, 1, 2 or 3
+    color     (B, n_classes, n_colors)   each class's colour (meaningful where present)
+    size      (B, n_classes)             each class's size: logit of "big" (where present)
+    relation  (B, 5)                     none / left of / right of / above / below
+    wearing   (B,)                       logit: is some object wearing a hat
+
+The relation is canonical: that of the object whose class comes first in `classes`
+to the other one ("none" for scenes that are not relation scenes; wearing scenes
+count as "none" there and set `wearing` instead).
+
+    judge = SceneJudge.from_pretrained("gen/weights/toy-judge-scene")
+    judge.predict(images)    # images (B, 3, H, W) in [-1, 1]
+    # [{"objects": {"cat": {"count": 1, "color": "red", "size": "big"}, ...},
+    #   "relation": "left of", "relation_pair": ("cat", "ball"), "wearing": False}, ...]
+    judge.features(images)   # (B, C) pooled trunk features
+
+`scene_labels(attributes, classes, colors)` turns a toy sample's attribute record into
+the heads' targets. `metrics` never imports the toy world: the name lists live in the
+judge's config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from torch import nn
+
+from metrics.toy_judge import ConvStage
+from models.base import ConfiguredModule, register
+
+RELATION_LABELS = ("none", "left of", "right of", "above", "below")
+INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+SIZE_LABELS = ("small", "big")
+MAX_COUNT = 3
+IGNORE = -100  # colour / size target of a class that is absent
+
+
+@dataclass
+class SceneJudgeConfig:
+    classes: tuple[str, ...] = ()  # object names, in the order of the per-class heads
+    colors: tuple[str, ...] = ()  # colour names, in the order of the colour head
+    image_size: int = 32  # native side: inputs are resized to it (antialiased)
+    channels: tuple[int, ...] = (32, 64, 128, 128)  # one stage per entry, each halving the side
+    convs_per_stage: int = 2
+    hidden: int = 384  # width of the shared layer over the flattened final feature map
+
+
+def canonical_relation(subject_class: str, relation: str, object_class: str,
+                       classes: Sequence[str]) -> tuple[str, str, str]:
+    """Rewrite (subject, relation, object) so that the subject's class comes first in `classes`."""
+    if relation not in INVERSE:
+        raise ValueError(f"unknown relation {relation!r}; known: {', '.join(INVERSE)}")
+    order = list(classes)
+    if order.index(subject_class) <= order.index(object_class):
+        return subject_class, relation, object_class
+    return object_class, INVERSE[relation], subject_class
+
+
+def scene_labels(attributes: dict, classes: Sequence[str], colors: Sequence[str]) -> dict:
+    """The heads' targets for one toy sample's attribute record.
+
+    Returns {"count": [n_classes] ints 0..3, "color": [n_classes] colour index or IGNORE,
+    "size": [n_classes] 0 small / 1 big or IGNORE, "relation": index in RELATION_LABELS,
+    "wearing": 0 or 1}. Colour and size are those of the class's objects (the toy world
+    gives all copies of a class one colour and one size class); absent classes get IGNORE.
+    """
+    classes, colors = list(classes), list(colors)
+    n = len(classes)
+    count, color, size = [0] * n, [IGNORE] * n, [IGNORE] * n
+    objects = attributes["objects"]
+    for obj in objects:
+        c = classes.index(obj["class"])
+        count[c] += 1
+        if count[c] > MAX_COUNT:
+            raise ValueError(f"{count[c]} objects of class {obj['class']!r}: the judge counts up to {MAX_COUNT}")
+        col, sz = colors.index(obj["color"]), SIZE_LABELS.index(obj["size"])
+        if color[c] not in (IGNORE, col) or size[c] not in (IGNORE, sz):
+            raise ValueError(f"objects of class {obj['class']!r} differ in colour or size: one label per class")
+        color[c], size[c] = col, sz
+    relation, wearing = 0, 0
+    for rel in attributes.get("relations", []):
+        if rel["relation"] == "wearing":
+            wearing = 1
+            continue
+        subj, obj = objects[rel["subject"]]["class"], objects[rel["object"]]["class"]
+        relation = RELATION_LABELS.index(canonical_relation(subj, rel["relation"], obj, classes)[1])
+    return {"count": count, "color": color, "size": size, "relation": relation, "wearing": wearing}
+
+
+@register
+class SceneJudge(ConfiguredModule):
+    """CNN over a toy scene -> per-class count, colour, size; the scene's relation and hat.
+
+    Input: images (B, 3, H, W) in [-1, 1], any H and W; resized to `image_size`.
+    Output: {"count": (B, K, 4), "color": (B, K, n_colors), "size": (B, K),
+             "relation": (B, 5), "wearing": (B,)} with K classes.
+    """
+
+    config_class = SceneJudgeConfig
+
+    def __init__(self, config: SceneJudgeConfig):
+        super().__init__(config)
+        cfg = config
+        if not cfg.classes or not cfg.colors:
+            raise ValueError("SceneJudgeConfig needs the class and colour name lists "
+                             f"(got {len(cfg.classes)} classes, {len(cfg.colors)} colours)")
+        self.classes, self.colors = tuple(cfg.classes), tuple(cfg.colors)
+        stages, cin = [], 3
+        for i, cout in enumerate(cfg.channels):
+            stages.append(ConvStage(cin, cout, cfg.convs_per_stage, downsample=i > 0))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        side = cfg.image_size // 2 ** (len(cfg.channels) - 1)
+        k, m = len(self.classes), len(self.colors)
+        # Counting and relations need where things are: the shared layer reads the whole map.
+        self.shared = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, cfg.hidden), nn.SiLU())
+        width = cfg.hidden + cin  # the shared layer and the pooled features side by side
+        self.heads = nn.ModuleDict({
+            "count": nn.Linear(width, k * (MAX_COUNT + 1)),
+            "color": nn.Linear(width, k * m),
+            "size": nn.Linear(width, k),
+            "relation": nn.Linear(width, len(RELATION_LABELS)),
+            "wearing": nn.Linear(width, 1),
+        })
+
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> (B, 3, S, S) at the native side S (antialiased bilinear)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"SceneJudge wants images (B, 3, H, W) in [-1, 1], got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"SceneJudge wants float images in [-1, 1], got {images.dtype}; "
+                             "convert uint8 with x / 127.5 - 1")
+        s = self.config.image_size
+        if images.shape[-2:] != (s, s):
+            images = F.interpolate(images, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        return images
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled trunk features (B, C)."""
+        return reduce(self.stages(self.resize(images)), "b c h w -> b c", "mean")
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        fmap = self.stages(self.resize(images))  # (B, C, s, s)
+        h = torch.cat([self.shared(fmap), reduce(fmap, "b c h w -> b c", "mean")], dim=-1)
+        k = len(self.classes)
+        return {
+            "count": rearrange(self.heads["count"](h), "b (k n) -> b k n", k=k),
+            "color": rearrange(self.heads["color"](h), "b (k m) -> b k m", k=k),
+            "size": self.heads["size"](h),
+            "relation": self.heads["relation"](h),
+            "wearing": self.heads["wearing"](h).squeeze(-1),
+        }
+
+    @torch.no_grad()
+    def predict_indices(self, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+        """Arg-max predictions as tensors: count (B, K), color (B, K), size (B, K) 0/1,
+        relation (B,), wearing (B,) 0/1."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        parts: dict[str, list] = {k: [] for k in ("count", "color", "size", "relation", "wearing")}
+        try:
+            for chunk in images.split(batch_size):
+                out = self(chunk.to(device=device, dtype=torch.float32))
+                parts["count"].append(out["count"].argmax(-1))
+                parts["color"].append(out["color"].argmax(-1))
+                parts["size"].append((out["size"] > 0).long())
+                parts["relation"].append(out["relation"].argmax(-1))
+                parts["wearing"].append((out["wearing"] > 0).long())
+        finally:
+            self.train(was_training)
+        return {k: torch.cat(v).cpu() for k, v in parts.items()}
+
+    def predict(self, images: torch.Tensor, batch_size: int = 256) -> list[dict]:
+        """Named predictions per image:
+
+            {"objects": {class: {"count", "color", "size"}} for the classes seen (count > 0),
+             "relation": one of RELATION_LABELS, "relation_pair": (first, second) classes the
+             relation reads "first <relation> second" for (None when "none" or unclear),
+             "wearing": bool}
+        """
+        p = self.predict_indices(images, batch_size)
+        rows = []
+        for i in range(len(p["relation"])):
+            objects = {}
+            for c, name in enumerate(self.classes):
+                n = int(p["count"][i, c])
+                if n:
+                    objects[name] = {"count": n, "color": self.colors[int(p["color"][i, c])],
+                                     "size": SIZE_LABELS[int(p["size"][i, c])]}
+            relation = RELATION_LABELS[int(p["relation"][i])]
+            present = [name for name in self.classes if name in objects]  # in class order
+            pair = (present[0], present[1]) if relation != "none" and len(present) == 2 else None
+            rows.append({"objects": objects, "relation": relation, "relation_pair": pair,
+                         "wearing": bool(p["wearing"][i])})
+        return rows
+
+
+def stack_labels(rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """`scene_labels` dicts -> int64 tensors: count/color/size (N, K), relation/wearing (N,)."""
+    return {k: torch.tensor([r[k] for r in rows], dtype=torch.int64)
+            for k in ("count", "color", "size", "relation", "wearing")}
+
+
+def scene_accuracy(judge: SceneJudge, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Accuracy per head against stacked `scene_labels` targets (tensors, one row per image):
+
+        count     all classes' counts exact, per image
+        color     per (image, present class)
+        size      per (image, present class)
+        relation  per image
+        wearing   per image
+        all       every head right on the image
+    """
+    p = judge.predict_indices(images)
+    present = labels["color"] != IGNORE  # (B, K)
+    count_ok = (p["count"] == labels["count"]).all(-1)
+    color_ok = (p["color"] == labels["color"]) | ~present
+    size_ok = (p["size"] == labels["size"]) | ~present
+    rel_ok, wear_ok = p["relation"] == labels["relation"], p["wearing"] == labels["wearing"]
+    n_present = int(present.sum())
+    return {
+        "count": float(count_ok.float().mean()),
+        "color": float(((p["color"] == labels["color"]) & present).sum()) / max(n_present, 1),
+        "size": float(((p["size"] == labels["size"]) & present).sum()) / max(n_present, 1),
+        "relation": float(rel_ok.float().mean()),
+        "wearing": float(wear_ok.float().mean()),
+        "all": float((count_ok & color_ok.all(-1) & size_ok.all(-1) & rel_ok & wear_ok).float().mean()),
+    }
+
+
+__all__ = ["SceneJudge", "scene_accuracy", "stack_labels", "SceneJudgeConfig", "scene_labels", "canonical_relation",
+           "RELATION_LABELS", "SIZE_LABELS", "MAX_COUNT", "IGNORE"]
