@@ -38,7 +38,7 @@ class VAETask:
         from gen.data import open_dataset
 
         cfg = self.cfg
-        video = cfg.data in ("toy-video",) or cfg.vae_video
+        video = cfg.data == "toy-video" or cfg.vae_video
         self.key = "video" if video else "image"
         dataset = open_dataset(cfg.data if not (video and cfg.data == "toy") else "toy-video", size=cfg.size,
                                n=cfg.data_n, seed=cfg.seed, channels=cfg.channels, video=video, kind=cfg.data_kind,
@@ -50,8 +50,9 @@ class VAETask:
         except (TypeError, ValueError) as err:
             raise GenError(f"VAE config {cfg.vae_config}: {err}") from None
         if video and (cfg.frames - 1) % vae.temporal_factor:
-            raise GenError(f"--frames {cfg.frames}: the video VAE needs 1 + k*{vae.temporal_factor} frames "
-                           f"(its first frame is encoded alone), e.g. {1 + vae.temporal_factor * ((cfg.frames - 1) // vae.temporal_factor)}")
+            tf = vae.temporal_factor
+            raise GenError(f"--frames {cfg.frames}: the video VAE needs 1 + k*{tf} frames (its first frame is "
+                           f"encoded alone), e.g. {1 + tf * ((cfg.frames - 1) // tf)}")
         if cfg.init:
             from gen.pipeline import resolve_vae
 
