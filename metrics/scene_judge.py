@@ -31,11 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
-from metrics.toy_judge import ConvStage
+from metrics.toy_judge import check_vocabularies, conv_trunk, to_native_size
 from models.base import ConfiguredModule, register
 
 RELATION_LABELS = ("none", "left of", "right of", "above", "below")
@@ -111,15 +110,9 @@ class SceneJudge(ConfiguredModule):
     def __init__(self, config: SceneJudgeConfig):
         super().__init__(config)
         cfg = config
-        if not cfg.classes or not cfg.colors:
-            raise ValueError("SceneJudgeConfig needs the class and colour name lists "
-                             f"(got {len(cfg.classes)} classes, {len(cfg.colors)} colours)")
-        self.classes, self.colors = tuple(cfg.classes), tuple(cfg.colors)
-        stages, cin = [], 3
-        for i, cout in enumerate(cfg.channels):
-            stages.append(ConvStage(cin, cout, cfg.convs_per_stage, downsample=i > 0))
-            cin = cout
-        self.stages = nn.Sequential(*stages)
+        self.classes, self.colors = check_vocabularies(cfg)
+        self.stages = conv_trunk(cfg.channels, cfg.convs_per_stage)
+        cin = cfg.channels[-1]
         side = cfg.image_size // 2 ** (len(cfg.channels) - 1)
         k, m = len(self.classes), len(self.colors)
         # Counting and relations need where things are: the shared layer reads the whole map.
@@ -134,16 +127,7 @@ class SceneJudge(ConfiguredModule):
         })
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> (B, 3, S, S) at the native side S (antialiased bilinear)."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"SceneJudge wants images (B, 3, H, W) in [-1, 1], got shape {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError(f"SceneJudge wants float images in [-1, 1], got {images.dtype}; "
-                             "convert uint8 with x / 127.5 - 1")
-        s = self.config.image_size
-        if images.shape[-2:] != (s, s):
-            images = F.interpolate(images, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        return images
+        return to_native_size(images, self.config.image_size, type(self).__name__)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The pooled trunk features (B, C)."""

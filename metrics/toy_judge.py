@@ -60,6 +60,35 @@ class ConvStage(nn.Module):
         return self.body(x)
 
 
+def check_vocabularies(cfg) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (classes, colours) name lists of a judge config, which must not be empty."""
+    if not cfg.classes or not cfg.colors:
+        raise ValueError(f"{type(cfg).__name__} needs the class and colour name lists "
+                         f"(got {len(cfg.classes)} classes, {len(cfg.colors)} colours)")
+    return tuple(cfg.classes), tuple(cfg.colors)
+
+
+def conv_trunk(channels, convs_per_stage: int) -> nn.Sequential:
+    """The judges' CNN trunk: one ConvStage per width, halving the side after the first."""
+    stages, cin = [], 3
+    for i, cout in enumerate(channels):
+        stages.append(ConvStage(cin, cout, convs_per_stage, downsample=i > 0))
+        cin = cout
+    return nn.Sequential(*stages)
+
+
+def to_native_size(images: torch.Tensor, side: int, who: str) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] -> (B, 3, side, side) (antialiased bilinear)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{who} wants images (B, 3, H, W) in [-1, 1], got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"{who} wants float images in [-1, 1], got {images.dtype}; "
+                         "convert uint8 with x / 127.5 - 1")
+    if images.shape[-2:] != (side, side):
+        images = F.interpolate(images, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    return images
+
+
 @register
 class ImageJudge(ConfiguredModule):
     """CNN over a toy scene -> logits for the main object's class, colour, hat, hat colour.
@@ -73,15 +102,9 @@ class ImageJudge(ConfiguredModule):
     def __init__(self, config: ImageJudgeConfig):
         super().__init__(config)
         cfg = config
-        if not cfg.classes or not cfg.colors:
-            raise ValueError("ImageJudgeConfig needs the class and colour name lists "
-                             f"(got {len(cfg.classes)} classes, {len(cfg.colors)} colours)")
-        self.classes, self.colors = tuple(cfg.classes), tuple(cfg.colors)
-        stages, cin = [], 3
-        for i, cout in enumerate(cfg.channels):
-            stages.append(ConvStage(cin, cout, cfg.convs_per_stage, downsample=i > 0))
-            cin = cout
-        self.stages = nn.Sequential(*stages)
+        self.classes, self.colors = check_vocabularies(cfg)
+        self.stages = conv_trunk(cfg.channels, cfg.convs_per_stage)
+        cin = cfg.channels[-1]
         self.heads = nn.ModuleDict({
             "cls": nn.Linear(cin, len(self.classes)),
             "color": nn.Linear(cin, len(self.colors)),
@@ -90,16 +113,7 @@ class ImageJudge(ConfiguredModule):
         })
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> (B, 3, S, S) at the native side S (antialiased bilinear)."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"ImageJudge wants images (B, 3, H, W) in [-1, 1], got shape {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError(f"ImageJudge wants float images in [-1, 1], got {images.dtype}; "
-                             "convert uint8 with x / 127.5 - 1")
-        s = self.config.image_size
-        if images.shape[-2:] != (s, s):
-            images = F.interpolate(images, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        return images
+        return to_native_size(images, self.config.image_size, type(self).__name__)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The pooled penultimate features (B, C) the heads read: the toy FID/KID space."""
