@@ -54,13 +54,66 @@ def resolve_vae(model: str, video: bool = False) -> Path:
                    f"and not a folder holding config.json + model.safetensors")
 
 
-def shipped_models() -> dict[str, Path]:
-    """Name -> folder of every pipeline shipped inside the package (plus "default")."""
+DEFAULT_FILES = {"image": "DEFAULT", "video": "DEFAULT_VIDEO"}  # name of the shipped default, per kind
+
+
+def shipped_models(kind: str = "image") -> dict[str, Path]:
+    """Name -> folder of every pipeline shipped inside the package, plus "default": the
+    shipped default of that `kind` (image or video)."""
     found = {p.name: p for p in sorted(WEIGHTS_DIR.glob("*")) if (p / INDEX).is_file()}
-    alias = WEIGHTS_DIR / "DEFAULT"
+    alias = WEIGHTS_DIR / DEFAULT_FILES[kind]
     if alias.is_file() and alias.read_text().strip() in found:
         found["default"] = found[alias.read_text().strip()]
     return found
+
+
+def load_pipeline(name_or_path: str, device="cpu", dtype: torch.dtype | None = None):
+    """The Pipeline or VideoPipeline a name or folder holds (whichever kind it is)."""
+    path = shipped_models().get(name_or_path) or Path(name_or_path)
+    kind = "image"
+    if (path / INDEX).is_file():
+        try:
+            kind = json.loads((path / INDEX).read_text()).get("kind", "image")
+        except json.JSONDecodeError as err:
+            raise GenError(f"{path / INDEX} is corrupt: {err}") from None
+    return (VideoPipeline if kind == "video" else Pipeline).from_pretrained(name_or_path, device, dtype)
+
+
+def _floats(module, dtype) -> dict[str, torch.Tensor]:
+    """A module's state at the precision it would be saved in."""
+    return {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).cpu()
+            for k, v in module.state_dict().items()}
+
+
+def _same_weights(a, b, dtype) -> bool:
+    sa, sb = _floats(a, dtype), _floats(b, dtype)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _save_difference(module, base_module, folder: Path, dtype) -> None:
+    """config.json + model.safetensors holding only the tensors that differ from `base_module`'s."""
+    from safetensors.torch import save_file
+
+    module.save_pretrained(folder, dtype=dtype)  # the config (and a full file, replaced below)
+    base = _floats(base_module, dtype)
+    own = {k: v.contiguous() for k, v in _floats(module, dtype).items()
+           if not (k in base and base[k].shape == v.shape and torch.equal(base[k], v))}
+    save_file(own, str(folder / "model.safetensors"), metadata={"class": type(module).__name__, "base": "yes"})
+
+
+def _load_difference(folder: Path, base_module, device):
+    """Rebuild a module saved by `_save_difference`: the base's tensors, then its own."""
+    import models
+    from safetensors.torch import load_file
+
+    config = models.read_config(folder)
+    module = models.base.MODEL_CLASSES[config.pop("_class")].from_config(config)
+    state = {k: v for k, v in base_module.state_dict().items() if k in module.state_dict()}
+    state.update(load_file(str(folder / "model.safetensors")))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return module.to(device)
 
 
 @dataclass
@@ -71,6 +124,8 @@ class SamplingDefaults:
     spacing: str = "trailing"
     size: int = 32
     clip_x0: float | None = 1.0
+    frames: int | None = None  # video pipelines: the trained frame count
+    fps: float | None = None  # video pipelines: the frame rate it was trained at
 
 
 class Pipeline:
@@ -106,12 +161,25 @@ class Pipeline:
 
     # --- files ------------------------------------------------------------------------
 
-    def save_pretrained(self, path, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(self, path, overwrite: bool = False, dtype: torch.dtype | None = None,
+                        base: str | None = None) -> Path:
         """Write the folder; a new one is assembled beside and swapped in whole. `dtype`
-        stores the weights at that precision (torch.float16 halves a shipped model)."""
+        stores the weights at that precision (torch.float16 halves a shipped model).
+
+        `base` (a shipped pipeline name) stores only what differs from that pipeline: a
+        text encoder equal to the base's is not written, and the denoiser keeps only the
+        tensors that are not bit-equal to the base denoiser's same-named ones (a video
+        model trained on a frozen image model stores its temporal layers: a motion module,
+        as in AnimateDiff). Loading reads the base first.
+        """
         from dataclasses import asdict
 
         path = Path(path)
+        base_pipe = None
+        if base is not None:
+            if base not in shipped_models():
+                raise GenError(f"base {base!r} is not a shipped pipeline ({', '.join(sorted(shipped_models()))})")
+            base_pipe = Pipeline.from_pretrained(base)
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise GenError(f"{path} exists and is not empty; choose a new folder or pass overwrite=True")
         if path.exists() and any(path.iterdir()) and not (path / INDEX).is_file():
@@ -119,15 +187,22 @@ class Pipeline:
         tmp = path.with_name(f".{path.name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            self.denoiser.save_pretrained(tmp / "denoiser", dtype=dtype)
-            if self.text_encoder is not None:
-                self.text_encoder.save_pretrained(tmp / "text_encoder", dtype=dtype)
-            if self.vae is not None:
-                self.vae.save_pretrained(tmp / "vae", dtype=dtype)
-            index = {"_class": "Pipeline", "kind": self.kind, "denoiser": "denoiser",
+            index = {"_class": type(self).__name__, "kind": self.kind, "denoiser": "denoiser",
                      "text_encoder": "text_encoder" if self.text_encoder is not None else None,
                      "vae": "vae" if self.vae is not None else None, "schedule": self.schedule.to_dict(),
                      "defaults": asdict(self.defaults)}
+            if base_pipe is None:
+                self.denoiser.save_pretrained(tmp / "denoiser", dtype=dtype)
+            else:
+                index["base"] = base
+                _save_difference(self.denoiser, base_pipe.denoiser, tmp / "denoiser", dtype)
+            if self.text_encoder is not None:
+                if base_pipe is not None and _same_weights(self.text_encoder, base_pipe.text_encoder, dtype):
+                    index["text_encoder"] = "base"
+                else:
+                    self.text_encoder.save_pretrained(tmp / "text_encoder", dtype=dtype)
+            if self.vae is not None:
+                self.vae.save_pretrained(tmp / "vae", dtype=dtype)
             (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
             if path.exists():
                 shutil.rmtree(path)
@@ -146,7 +221,7 @@ class Pipeline:
 
         from gen import diffusers_pipeline
 
-        shipped = shipped_models()
+        shipped = shipped_models(cls.kind)
         path = shipped.get(name_or_path) or Path(name_or_path)
         if not (path / INDEX).is_file():
             if diffusers_pipeline.is_hub_id(str(name_or_path)):
@@ -159,20 +234,39 @@ class Pipeline:
         except json.JSONDecodeError as err:
             raise GenError(f"{path / INDEX} is corrupt: {err}") from None
         if diffusers_pipeline.is_diffusers_index(index):
+            if cls.kind == "video":
+                raise GenError(f"{name_or_path} is a text-to-image model; `gen video` needs a video model")
             return diffusers_pipeline.DiffusersPipeline.from_pretrained(path, device, dtype)
+        kind = index.get("kind", "image")
+        if kind != cls.kind:
+            command = "gen video" if kind == "video" else "gen image"
+            raise GenError(f"{name_or_path} is a text-to-{kind} model; use it with `{command}`")
+
+        base = None
+        if index.get("base"):
+            if index["base"] not in shipped:
+                raise GenError(f"{path} builds on the shipped pipeline {index['base']!r}, which is not installed")
+            base = Pipeline.from_pretrained(index["base"], device=device)
 
         def part(sub):
             folder = path / sub
-            for file in ("config.json", "model.safetensors"):
+            needed = ("config.json",) if base is not None and sub == index["denoiser"] else ("config.json",
+                                                                                             "model.safetensors")
+            for file in needed:
                 if not (folder / file).is_file():
                     raise GenError(f"model folder {path} is missing {folder / file}")
             try:
+                if base is not None and sub == index["denoiser"]:
+                    return _load_difference(folder, base.denoiser, device)
                 return models.load_pretrained(folder, device=device)
             except Exception as err:  # corrupt weights or config
                 raise GenError(f"cannot load {folder}: {err}") from None
 
         denoiser = part(index["denoiser"])
-        text_encoder = part(index["text_encoder"]) if index.get("text_encoder") else None
+        if index.get("text_encoder") == "base":
+            text_encoder = base.text_encoder
+        else:
+            text_encoder = part(index["text_encoder"]) if index.get("text_encoder") else None
         vae = part(index["vae"]) if index.get("vae") else None
         if dtype is not None:
             denoiser.to(dtype)
@@ -203,13 +297,21 @@ class Pipeline:
                  cfg: float | None = None, negative: str | None = None, size: int | None = None,
                  callback=None) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1]; image i starts from noise seeded by seeds[i]."""
-        from samplers import CFG, sample
+        x_T = self.noise(seeds, self.latent_shape(size or self.defaults.size))
+        x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback)
+        return self.decode(x0).clamp(-1, 1)
 
+    def noise(self, seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+        """x_T: one standard normal sample of `shape` per seed (drawn on the CPU: the same on any device)."""
+        x_T = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        return x_T.to(self.device)
+
+    def check_sampling(self, steps: int | None, sampler: str | None, cfg: float | None) -> tuple[int, str, float]:
+        """(steps, sampler, cfg) with the model's defaults filled in, each checked."""
         d = self.defaults
         steps = d.steps if steps is None else steps
         sampler = sampler or d.sampler
         cfg = d.cfg if cfg is None else cfg
-        size = size or d.size
         T = self.schedule.num_train_timesteps
         if not (isinstance(steps, int) and 1 <= steps <= T):
             raise GenError(f"--steps must be between 1 and {T} (the model was trained on {T} timesteps), got {steps}")
@@ -218,9 +320,15 @@ class Pipeline:
         if sampler not in SAMPLERS and not sampler.startswith("diffusers:"):
             raise GenError(f"--sampler must be one of {', '.join(SAMPLERS)} or diffusers:<SchedulerClass>, "
                            f"got {sampler!r}")
-        shape = self.latent_shape(size)
-        x_T = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        x_T = x_T.to(self.device)
+        return steps, sampler, cfg
+
+    def denoise(self, prompts: list[str], x_T: torch.Tensor, steps: int | None = None, sampler: str | None = None,
+                cfg: float | None = None, negative: str | None = None, callback=None) -> torch.Tensor:
+        """Run the sampler from x_T with text guidance; returns x_0 (pixels or latents)."""
+        from samplers import CFG, sample
+
+        steps, sampler, cfg = self.check_sampling(steps, sampler, cfg)
+        d = self.defaults
         batch = len(prompts)
         unconditional = all(not p.strip() for p in prompts)
         cond = self.encode_prompt(prompts) if self.text_encoder is not None else {}
@@ -240,15 +348,15 @@ class Pipeline:
             guidance = CFG(cfg, null_cond)
         dtype = next(self.denoiser.parameters()).dtype
 
-        def denoise(x, t, c):
+        def model(x, t, c):
             return self.denoiser(x.to(dtype), t, c).float()
 
         with torch.no_grad():
-            x0 = sample(denoise, x_T, self.schedule, method=sampler, steps=steps,
+            x0 = sample(model, x_T, self.schedule, method=sampler, steps=steps,
                         spacing=None if sampler.startswith("diffusers:") else d.spacing,
                         clip_x0=d.clip_x0, cond=cond, guidance=guidance, callback=callback)
         assert x0.shape[0] == batch
-        return self.decode(x0).clamp(-1, 1)
+        return x0
 
     def latent_shape(self, size: int) -> tuple[int, int, int]:
         """(C, h, w) of one x_T for a size x size image: the pixels, or the VAE's latents."""
@@ -276,6 +384,108 @@ class Pipeline:
         images = self.generate(prompts, seeds, **kwargs)
         return [Image.fromarray(a) for a in to_uint8(images)]
 
+
+
+class VideoPipeline(Pipeline):
+    """Text encoder + video denoiser + schedule (+ video VAE): prompts in, clips out.
+
+        pipe = VideoPipeline.from_pretrained("default")
+        clips = pipe("a ball rolling left", seed=0)   # [[PIL frame, ...]] one list per clip
+        x = pipe.generate(["a ball rolling left"], [0], frames=8)   # (B, C, T, H, W) in [-1, 1]
+
+    The denoiser works on any frame count its positions allow (a warning past the trained
+    count). `init_image` animates a still: frame 0 is held to the image throughout
+    sampling by replacement (the known part of x_t is set to the image noised to the
+    current level after every step, as in RePaint / video diffusion's conditional
+    sampling), so it works with any video model and gen's own samplers.
+    """
+
+    kind = "video"
+
+    def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None, sampler: str | None = None,
+                 cfg: float | None = None, negative: str | None = None, size: int | None = None,
+                 frames: int | None = None, init_image: torch.Tensor | None = None, callback=None) -> torch.Tensor:
+        """Clips (B, C, T, H, W) in [-1, 1]; clip i starts from noise seeded by seeds[i].
+        `init_image`: (C, H, W) in [-1, 1], the first frame of every clip."""
+        size = size or self.defaults.size
+        frames = frames or self.defaults.frames
+        shape = self.latent_shape(size, frames)
+        x_T = self.noise(seeds, shape)
+        if init_image is not None:
+            callback = self._hold_first_frame(init_image, size, x_T, steps, sampler, callback)
+        x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback)
+        return self.decode(x0).clamp(-1, 1)
+
+    def latent_shape(self, size: int, frames: int | None = None) -> tuple[int, int, int, int]:
+        """(C, T, h, w) of one x_T for a clip of `frames` frames of size x size pixels."""
+        cfg = self.denoiser.config
+        frames = frames or self.defaults.frames or cfg.frames
+        if not (isinstance(frames, int) and frames >= 1):
+            raise GenError(f"--frames must be a positive integer, got {frames!r}")
+        latent_frames = frames
+        if self.vae is not None:
+            tf = self.vae.temporal_factor
+            if (frames - 1) % tf:
+                raise GenError(f"--frames {frames} does not fit the video VAE: it needs 1 + a multiple of {tf} frames")
+            latent_frames = self.vae.latent_frames(frames)
+        tubelet = getattr(cfg, "tubelet", 1)
+        if latent_frames % tubelet:
+            raise GenError(f"--frames {frames} is not divisible by the model's tubelet depth {tubelet}")
+        trained = self.defaults.frames or cfg.frames
+        if frames > trained:
+            warnings.warn(f"{frames} frames is past the {trained} the model was trained on; "
+                          "quality may drop", stacklevel=3)
+        c, h, w = super().latent_shape(size)
+        return (c, latent_frames, h, w)
+
+    def _hold_first_frame(self, image: torch.Tensor, size: int, x_T: torch.Tensor, steps, sampler, callback):
+        """Set frame 0 of x_T to the image noised to the first level and return a callback
+        that re-imposes it at every later level (the last step leaves it exact)."""
+        import torch.nn.functional as F
+
+        from samplers import q_sample
+        from samplers.timesteps import make_timesteps
+
+        steps, sampler, _ = self.check_sampling(steps, sampler, None)
+        if sampler.startswith("diffusers:"):
+            raise GenError("--init-image works with gen's own samplers (ddim, ddpm, dpm++2m, heun), "
+                           f"not {sampler}")
+        if image.dim() != 3 or (self.vae is None and image.shape[0] != x_T.shape[1]):
+            raise GenError(f"the init image must be (C, H, W) with {x_T.shape[1]} channels, got {tuple(image.shape)}")
+        image = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=True,
+                              align_corners=False).to(self.device)  # (1, C, S, S)
+        known = image if self.vae is None else self.vae.encode(image[:, :, None]).float()[:, :, 0]
+        known = known.expand(x_T.shape[0], -1, -1, -1)  # (B, C, h, w)
+        ts = make_timesteps(self.schedule.num_train_timesteps, steps, self.defaults.spacing)
+        eps = torch.randn(known.shape, generator=torch.Generator().manual_seed(0)).to(self.device)
+
+        def at(t: int) -> torch.Tensor:
+            return q_sample(known, torch.full((known.shape[0],), t, device=self.device), eps, self.schedule)
+
+        x_T[:, :, 0] = at(ts[0])
+
+        def hold(i, t, x_t, x0):
+            x_t[:, :, 0] = at(ts[i + 1]) if i + 1 < len(ts) else known
+            return callback(i, t, x_t, x0) if callback is not None else None
+
+        return hold
+
+    def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list[list]:
+        """One list of PIL frames per clip (n clips per prompt; clip k of a prompt uses seed + k)."""
+        from PIL import Image
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(n)]
+        seeds = [seed + k for _ in range(len(prompts) // n) for k in range(n)]
+        clips = self.generate(prompts, seeds, **kwargs)
+        return [[Image.fromarray(f) for f in frames] for frames in clips_to_uint8(clips)]
+
+
+def clips_to_uint8(clips: torch.Tensor) -> np.ndarray:
+    """(B, C, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3)."""
+    b, c, t, h, w = clips.shape
+    frames = to_uint8(clips.transpose(1, 2).reshape(b * t, c, h, w))
+    return frames.reshape(b, t, h, w, 3)
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C) (grayscale repeated to RGB)."""

@@ -196,23 +196,26 @@ def _gif_centiseconds(fps: float) -> int:
     return max(2, round(100.0 / fps))
 
 
-def _write_gif(tmp: Path, frames: np.ndarray, fps: float) -> None:
+def _write_gif(tmp: Path, frames: np.ndarray, fps: float, comment: str | None) -> None:
     images = [Image.fromarray(frame) for frame in frames]
     ms = 10 * _gif_centiseconds(fps)
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0)
+    extra = {"comment": comment.encode("utf-8")} if comment else {}
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0, **extra)
 
 
-def _write_folder(tmp: Path, frames: np.ndarray, fps: float) -> None:
+def _write_folder(tmp: Path, frames: np.ndarray, fps: float, comment: str | None) -> None:
     tmp.mkdir()
     width = max(3, len(str(len(frames) - 1)))
     for t, frame in enumerate(frames):
         info = PngImagePlugin.PngInfo()
         if t == 0:
             info.add_text("fps", repr(fps))
+            if comment:
+                info.add_itxt("comment", comment)
         Image.fromarray(frame).save(tmp / f"{t:0{width}d}.png", format="PNG", pnginfo=info)
 
 
-def _write_mp4(tmp: Path, frames: np.ndarray, fps: float) -> None:
+def _write_mp4(tmp: Path, frames: np.ndarray, fps: float, comment: str | None) -> None:
     av = import_av()
     _, height, width, _ = frames.shape
     pad_h, pad_w = height % 2, width % 2  # yuv420p needs even sizes: repeat the edge
@@ -220,6 +223,8 @@ def _write_mp4(tmp: Path, frames: np.ndarray, fps: float) -> None:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     with av.open(str(tmp), mode="w", format="mp4") as container:
+        if comment:
+            container.metadata["comment"] = comment
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = width + pad_w, height + pad_h
         stream.pix_fmt = "yuv420p"
@@ -234,18 +239,44 @@ def _write_mp4(tmp: Path, frames: np.ndarray, fps: float) -> None:
             container.mux(packet)
 
 
-def write_video(path, frames, fps: float) -> Path:
+def write_video(path, frames, fps: float, comment: str | None = None) -> Path:
     """Write uint8 frames `(T, H, W, 3)` at `fps` to a .gif, an .mp4 or a folder of PNGs.
 
     The format follows the path (see the module docstring). Returns the path written;
-    an existing path is an error, never overwritten.
+    an existing path is an error, never overwritten. `comment` (text, e.g. JSON) is kept
+    in the file: the GIF comment extension, the MP4 container's `comment` tag, a
+    `comment` text chunk in the first PNG frame; `read_video_comment` reads it back.
     """
     frames, fps = _check_frames(frames, fps)
     kind = _video_kind(path)
     if kind == "mp4":
         import_av()  # fail before touching the disk
     writer = {"gif": _write_gif, "mp4": _write_mp4, "folder": _write_folder}[kind]
-    return _write_atomically(path, lambda tmp: writer(tmp, frames, fps))
+    return _write_atomically(path, lambda tmp: writer(tmp, frames, fps, comment))
+
+
+def read_video_comment(path) -> str | None:
+    """The comment `write_video` stored in a clip (None if there is none)."""
+    path = Path(path)
+    if not path.exists():
+        raise GenError(f"video {path} does not exist; check the path")
+    try:
+        if path.is_dir():
+            files = frame_files(path)
+            if not files:
+                return None
+            with Image.open(files[0]) as im:
+                return im.text.get("comment") if hasattr(im, "text") else None
+        if path.suffix.lower() == ".gif":
+            with Image.open(path) as im:
+                value = im.info.get("comment")
+                return value.decode("utf-8") if isinstance(value, bytes) else value
+        with import_av().open(str(path)) as container:
+            return container.metadata.get("comment")
+    except GenError:
+        raise
+    except Exception as err:
+        raise GenError(f"could not read {path}: {_one_line(err)}") from None
 
 
 # ---------------------------------------------------------------- reading clips

@@ -51,6 +51,33 @@ def create(name: str, **overrides) -> ConfiguredModule:
     return cls.from_config({**kwargs, **overrides})
 
 
+def video_from_image(image_model: ConfiguredModule, frames: int = 16, **overrides) -> ConfiguredModule:
+    """A video denoiser initialised from a trained image one (Make-A-Video, Latte, SVD).
+
+    The video twin (same class and config, `video=True`, one-frame tubelets) holds every
+    image weight under the same name, so they are copied over; the temporal layers it adds
+    start at zero, the identity: before training, the video model is the image model
+    applied to each frame. `overrides` set other config fields (e.g. temporal_mlp_ratio).
+    """
+    import dataclasses
+
+    config = image_model.config
+    if getattr(config, "video", False):
+        raise ValueError(f"video_from_image needs an image model, got a video {type(image_model).__name__}")
+    if overrides.get("tubelet", 1) != 1:
+        raise ValueError(f"video_from_image keeps one-frame tubelets (the image patch embedding), "
+                         f"got tubelet={overrides['tubelet']}")
+    fields = {**dataclasses.asdict(config), "video": True, "frames": frames, **overrides}
+    video = type(image_model).from_config(fields)
+    video.to(next(image_model.parameters()).device)
+    missing, unexpected = video.load_state_dict(image_model.state_dict(), strict=False)
+    spatial_missing = [k for k in missing if "temporal" not in k]
+    if unexpected or spatial_missing:
+        raise ValueError(f"the video twin does not hold the image weights (unexpected {unexpected[:3]}, "
+                         f"missing {spatial_missing[:3]}): were overrides changing the spatial layers given?")
+    return video
+
+
 def list_models() -> list[tuple[str, int]]:
     """(preset name, parameter count) for every preset (built on the meta device: no memory)."""
     import torch
@@ -94,6 +121,6 @@ def summary() -> list[dict]:
     return rows
 
 
-__all__ = ["summary", "native_input", "create", "list_models", "load_pretrained", "read_config", "PRESETS", "DiT", "DiTConfig",
+__all__ = ["video_from_image", "summary", "native_input", "create", "list_models", "load_pretrained", "read_config", "PRESETS", "DiT", "DiTConfig",
            "UNet", "UNetConfig", "TextEncoder", "TextEncoderConfig", "ImageVAE", "ImageVAEConfig", "create_vae", "VideoVAE",
            "VideoVAEConfig", "create_video_vae", "ConfiguredModule", "register"]

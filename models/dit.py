@@ -34,6 +34,8 @@ class DiTConfig:
     depth: int = 12
     num_heads: int = 6
     mlp_ratio: float = 4.0
+    temporal_mlp_ratio: float | None = None  # video, factorised: the temporal blocks' (default mlp_ratio)
+    temporal_cross_attention: bool = False  # video, factorised: temporal blocks also read the text tokens
     text_dim: int | None = None  # token embeddings to cross-attend to
     pooled_dim: int | None = None  # pooled text embedding added to the timestep
     num_classes: int | None = None
@@ -104,8 +106,10 @@ class DiT(ConfiguredModule):
         context = dim if cfg.text_dim else None
         self.blocks = nn.ModuleList(DiTBlock(dim, cfg.num_heads, cfg.mlp_ratio, context) for _ in range(cfg.depth))
         factorized = cfg.video and cfg.attention == "factorized"
-        self.temporal_blocks = nn.ModuleList(
-            DiTBlock(dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth if factorized else 0))
+        temporal_ratio = cfg.mlp_ratio if cfg.temporal_mlp_ratio is None else cfg.temporal_mlp_ratio
+        temporal_context = context if cfg.temporal_cross_attention else None
+        self.temporal_blocks = nn.ModuleList(DiTBlock(dim, cfg.num_heads, temporal_ratio, temporal_context)
+                                             for _ in range(cfg.depth if factorized else 0))
         self.final = FinalLayer(dim, cfg.patch_size**2 * cfg.tubelet * self.out_channels)
         self._init_weights()
 
@@ -155,17 +159,22 @@ class DiT(ConfiguredModule):
         time_pos = sincos_1d(torch.arange(frames, device=x.device, dtype=torch.float32), dim).to(tokens.dtype)
 
         if not cfg.video or cfg.attention == "factorized":
-            # Spatial blocks see each frame alone; temporal blocks each position over time.
+            # Spatial blocks see each frame alone; temporal blocks each position over time
+            # (skipped for one-frame clips: images in joint image-video training).
             cf = c.repeat_interleave(frames, 0)
             ctx = context.repeat_interleave(frames, 0) if context is not None else None
             msk = mask.repeat_interleave(frames, 0) if mask is not None else None
             cn = c.repeat_interleave(n, 0)
+            ctx_n = msk_n = None
+            if self.config.temporal_cross_attention and context is not None:
+                ctx_n = context.repeat_interleave(n, 0)
+                msk_n = mask.repeat_interleave(n, 0) if mask is not None else None
             h = rearrange(tokens, "b t n d -> (b t) n d")
             for i, block in enumerate(self.blocks):
                 h = block(h, cf, ctx, msk)
-                if self.temporal_blocks:
+                if self.temporal_blocks and frames > 1:
                     h = rearrange(h, "(b t) n d -> (b n) t d", b=b)
-                    h = self.temporal_blocks[i](h, cn, pos=time_pos)
+                    h = self.temporal_blocks[i](h, cn, ctx_n, msk_n, pos=time_pos)
                     h = rearrange(h, "(b n) t d -> (b t) n d", b=b)
             out = rearrange(self.final(h, cf), "(b t) n e -> b t n e", b=b)
         else:  # full 3-D attention over all T' x N tokens

@@ -72,11 +72,11 @@ class UNetStage(nn.Module):
     def forward(self, h, emb, context, mask, frames):
         if self.res is not None:
             h = self.res(h, emb)
-        if self.temporal_conv is not None:
+        if self.temporal_conv is not None and frames > 1:  # one-frame clips (images) skip time
             h = self.temporal_conv(h, frames)
         if self.attn is not None:
             h = self.attn(h, context, mask)
-        if self.temporal_attn is not None:
+        if self.temporal_attn is not None and frames > 1:
             h = self.temporal_attn(h, frames)
         return self.resample(h) if self.resample is not None else h
 

@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--ckpt-every", type=int, default=2000)
     parser.add_argument("--sample-every", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--vae", default=None,
+                        help="train in this VAE's latent space (e.g. toy-vae): the latent variant of the recipe")
+    parser.add_argument("--size", type=int, default=None, help="image side (default 32)")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained pipeline into gen/weights")
     args = parser.parse_args()
     if args.ship:
@@ -65,9 +68,14 @@ def main() -> None:
         return
     from gen.train import TrainConfig, train
 
+    recipe = dict(RECIPE)
+    if args.vae:  # the same denoiser on the VAE's latents (4 channels, size / factor)
+        recipe.update(vae=args.vae)
+    if args.size:
+        recipe.update(size=args.size)
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
                       max_minutes=args.minutes, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
-                      log_every=50, **RECIPE)
+                      log_every=50, **recipe)
     print(train(cfg, resume=args.resume, device=args.device))
 
 

@@ -1,4 +1,4 @@
-"""The `gen` command line: help, version, global options, pending commands, `gen data`."""
+"""The `gen` command line: help, version, global options, `gen data`."""
 
 from __future__ import annotations
 
@@ -39,12 +39,6 @@ def test_console_script_runs():
     assert out.startswith("gen ")
     run = subprocess.run([sys.executable, "-m", "gen", "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and "data" in run.stdout
-
-
-@pytest.mark.parametrize("name", ["video"])
-def test_commands_not_built_yet_say_so_and_fail(name, capsys):
-    assert main([name, "anything"]) == 2
-    assert "not built yet" in capsys.readouterr().err
 
 
 def test_global_options_work_before_and_after_the_subcommand(tmp_path):

@@ -262,3 +262,68 @@ def test_torch_compile_traces_without_graph_breaks():
         dynamo.reset()
     with torch.no_grad():
         torch.testing.assert_close(out, net(x, t, cond))
+
+
+@pytest.mark.parametrize("name", ["unet-tiny", "dit-tiny"])
+def test_video_from_image_copies_the_image_weights_and_starts_as_the_image_model(name):
+    image = _randomize(models.create(name)).eval()
+    video = models.video_from_image(image, frames=4).eval()
+    image_state = image.state_dict()
+    for key, value in video.state_dict().items():
+        if "temporal" in key:
+            continue
+        assert torch.equal(value, image_state[key]), key
+    x, t, cond = _inputs(video, frames=4)
+    with torch.no_grad():
+        out = video(x, t, cond)
+        scale = out.abs().max().item()
+        for f in range(4):
+            torch.testing.assert_close(out[:, :, f], image(x[:, :, f], t, cond), rtol=1e-4, atol=1e-5 * scale)
+    with pytest.raises(ValueError, match="needs an image model"):
+        models.video_from_image(video)
+    if name == "dit-tiny":
+        with pytest.raises(ValueError, match="tubelet"):
+            models.video_from_image(image, tubelet=2)
+
+
+@pytest.mark.parametrize("name", ["video-unet-tiny", "video-dit-tiny"])
+def test_one_frame_clips_skip_the_temporal_layers(name):
+    # Joint image-video training feeds images as one-frame clips: trained temporal layers
+    # must leave them alone, so the output equals the image twin's.
+    overrides = {"tubelet": 1} if "dit" in name else {}
+    video = _randomize(models.create(name, **overrides)).eval()
+    image = type(video).from_config({**video.config.__dict__, "video": False})
+    image.load_state_dict({k: v for k, v in video.state_dict().items() if "temporal" not in k})
+    image.eval()
+    x, t, cond = _inputs(video, frames=1)
+    with torch.no_grad():
+        torch.testing.assert_close(video(x, t, cond)[:, :, 0], image(x[:, :, 0], t, cond), rtol=1e-5, atol=1e-6)
+
+
+def test_temporal_mlp_ratio_sizes_the_temporal_blocks():
+    small = models.create("video-dit-tiny", temporal_mlp_ratio=1.0)
+    big = models.create("video-dit-tiny")
+    assert small.temporal_blocks[0].mlp[0].out_features == 64
+    assert big.temporal_blocks[0].mlp[0].out_features == 256
+    assert small.blocks[0].mlp[0].out_features == 256
+
+
+def test_temporal_cross_attention_reads_the_text_and_starts_at_zero():
+    net = models.create("video-dit-tiny", tubelet=1, temporal_cross_attention=True)
+    assert all(block.cross is not None for block in net.temporal_blocks)
+    plain = models.create("video-dit-tiny", tubelet=1)
+    assert all(block.cross is None for block in plain.temporal_blocks)
+    _randomize(net).eval()
+    x, t, cond = _inputs(net, frames=3)
+    other = {**cond, "text": cond["text"] + 1.0}
+    with torch.no_grad():
+        base = net(x, t, cond)
+        for block in net.blocks:  # silence the spatial text path: only the temporal one is left
+            block.cross.to_out.weight.zero_()
+            block.cross.to_out.bias.zero_()
+        assert not torch.allclose(net(x, t, cond), net(x, t, other))
+        for block in net.temporal_blocks:
+            block.cross.to_out.weight.zero_()
+            block.cross.to_out.bias.zero_()
+        torch.testing.assert_close(net(x, t, cond), net(x, t, other))
+    assert base.shape == x.shape

@@ -14,13 +14,13 @@ import argparse
 import sys
 
 from gen import __version__
-from gen.cli import data, eval, image, models, pending, score, train
+from gen.cli import data, eval, image, models, score, train, video
 from gen.errors import GenError
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
 COMMANDS = (
     ("image", "generate images from a prompt", image),
-    ("video", "generate a video clip from a prompt", pending),
+    ("video", "generate a video clip from a prompt", video),
     ("train", "train a text-conditioned denoiser on a dataset", train),
     ("score", "score folders of images: FID, KID, IS, LPIPS", score),
     ("eval", "evaluate a model: generate samples and score them", eval),

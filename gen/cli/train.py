@@ -29,7 +29,7 @@ FLAGS = {
     "--vae": ("vae", str, "image/video: train in this VAE's latent space (folder or shipped name)"),
     "--kl-weight": ("kl_weight", float, "vae: weight of the KL term (default 1e-6)"),
     "--recon-loss": ("recon_loss", str, "vae: l1 (default) or l2"),
-    "--init": ("init", str, "vae: start from this VAE's weights (folder or shipped name)"),
+    "--init": ("init", str, "vae: start from this VAE's weights; video: from this image pipeline"),
     "--log-every": ("log_every", int, "steps between log lines"),
     "--sample-every": ("sample_every", int, "steps between sample grids (0: never)"),
     "--ckpt-every": ("ckpt_every", int, "steps between checkpoints"),
@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent-channels", type=int, default=None, help="vae: latent channels (default 4)")
     parser.add_argument("--cache-latents", action="store_true", help="with --vae: encode each image once")
     parser.add_argument("--video", action="store_true", help="vae: a causal video VAE trained on clips")
+    parser.add_argument("--freeze-spatial", action="store_true",
+                        help="video with --init: train only the temporal layers (the image model stays as it is)")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bf16 autocast)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         values["cache_latents"] = True
     if args.video:
         values["vae_video"] = True
+    if args.freeze_spatial:
+        values["freeze_spatial"] = True
     factor_key = "spatial_factor" if args.video else "factor"
     for flag, key in (("factor", factor_key), ("latent_channels", "latent_channels")):
         if getattr(args, flag) is not None:

@@ -10,6 +10,12 @@ from pathlib import Path
 from gen.errors import GenError
 
 
+SAMPLE_PROMPTS = {
+    "image": ("a cat in a hat", "a red ball left of a blue house", "two yellow stars", "a green bird"),
+    "video": ("a red ball rolling left", "a blue car moving right", "a green star spinning", "a yellow cat bouncing"),
+}
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs; saved as `config.json` in the run folder."""
@@ -30,7 +36,8 @@ class TrainConfig:
     vae: str | None = None  # latent diffusion: a VAE folder or shipped name
     cache_latents: bool = False  # encode each training image once and keep its latents
     vae_config: dict = field(default_factory=dict)  # kind "vae": ImageVAEConfig fields (factor, ...)
-    init: str | None = None  # kind "vae": start from this VAE folder's weights (fine-tuning)
+    init: str | None = None  # vae: start from this VAE's weights; video: from this image pipeline
+    freeze_spatial: bool = False  # video with init: train only the temporal layers (a motion module)
     vae_video: bool = False  # kind "vae": a causal video VAE on clips (models.VideoVAE)
     kl_weight: float = 1e-6  # kind "vae": weight of the KL term
     lpips_weight: float = 0.1  # kind "vae": LPIPS term, used when its AlexNet weights are present
@@ -55,8 +62,7 @@ class TrainConfig:
     sample_every: int = 500
     ckpt_every: int = 500
     keep_checkpoints: int = 2
-    sample_prompts: tuple[str, ...] = ("a cat in a hat", "a red ball left of a blue house",
-                                       "two yellow stars", "a green bird")
+    sample_prompts: tuple[str, ...] | None = None  # None: SAMPLE_PROMPTS[kind]
     sample_steps: int = 25
     sample_cfg: float = 3.0
 
@@ -77,9 +83,17 @@ class TrainConfig:
             raise GenError(f"--recon-loss must be l1 or l2, got {self.recon_loss!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise GenError(f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if self.freeze_spatial and not (self.kind == "video" and self.init):
+            raise GenError("--freeze-spatial needs `gen train video --init IMAGE_PIPELINE`: "
+                           "the spatial layers it keeps come from that image model")
         if not self.out:
             raise GenError("--out is required: the run folder to create")
         return self
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """The fixed prompts of the sample grids."""
+        return tuple(self.sample_prompts) if self.sample_prompts else SAMPLE_PROMPTS.get(self.kind, ())
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -91,7 +105,7 @@ class TrainConfig:
         if unknown:
             raise GenError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         data = dict(data)
-        if "sample_prompts" in data:
+        if data.get("sample_prompts") is not None:
             data["sample_prompts"] = tuple(data["sample_prompts"])
         return cls(**data)
 

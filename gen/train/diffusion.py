@@ -68,13 +68,18 @@ class DiffusionTask:
                 raise GenError(f"--size {cfg.size} is not divisible by the VAE's factor {self.vae.scale_factor}")
             in_channels, sample_size = self.vae.latent_channels, cfg.size // self.vae.scale_factor
         torch.manual_seed(cfg.seed)
-        text_encoder = models.TextEncoder(models.TextEncoderConfig(**cfg.text_encoder))
-        try:
-            denoiser = models.create(cfg.model, **{"in_channels": in_channels, "sample_size": sample_size,
-                                                   "text_dim": text_encoder.dim, "pooled_dim": text_encoder.pooled_dim,
-                                                   **({"frames": cfg.frames} if video else {}), **cfg.model_overrides})
-        except ValueError as err:
-            raise GenError(str(err)) from None
+        if video and cfg.init:
+            denoiser, text_encoder = self.from_image_model(in_channels)
+        else:
+            text_encoder = models.TextEncoder(models.TextEncoderConfig(**cfg.text_encoder))
+            try:
+                denoiser = models.create(cfg.model, **{"in_channels": in_channels, "sample_size": sample_size,
+                                                       "text_dim": text_encoder.dim,
+                                                       "pooled_dim": text_encoder.pooled_dim,
+                                                       **({"frames": cfg.frames} if video else {}),
+                                                       **cfg.model_overrides})
+            except ValueError as err:
+                raise GenError(str(err)) from None
         if denoiser.config.video != video:
             raise GenError(f"--model {cfg.model} is {'a video' if denoiser.config.video else 'an image'} model; "
                            f"use it with `gen train {'video' if denoiser.config.video else 'image'}`")
@@ -82,13 +87,36 @@ class DiffusionTask:
             raise GenError(f"the VAE has {self.vae.latent_channels} latent channels but --model {cfg.model} was "
                            f"configured for {denoiser.config.in_channels} input channels")
         model = TextToImageModel(denoiser, text_encoder).to(self.device)
-        if not cfg.train_text_encoder:
+        if not cfg.train_text_encoder or cfg.freeze_spatial:
             text_encoder.requires_grad_(False)
+        if cfg.freeze_spatial:
+            for name, param in denoiser.named_parameters():
+                param.requires_grad_("temporal" in name)
         if self.device.type == "cpu" and getattr(denoiser.config, "channels", None):
             model = model.to(memory_format=torch.channels_last)  # U-Net convs: ~6x faster with bf16
         self.schedule = NoiseSchedule.create(**cfg.schedule)
         self.model, self.dataset_len = model, len(dataset)
         return dataset, model
+
+    def from_image_model(self, in_channels: int):
+        """(video denoiser, text encoder) started from the image pipeline cfg.init: its
+        spatial layers and text encoder, new temporal layers at identity."""
+        import models
+        from gen.pipeline import Pipeline
+
+        cfg = self.cfg
+        image = Pipeline.from_pretrained(cfg.init)
+        if (image.vae is None) != (self.vae is None):
+            raise GenError(f"--init {cfg.init} works in {'pixel' if image.vae is None else 'latent'} space "
+                           f"but this run in {'pixel' if self.vae is None else 'latent'} space; match --vae")
+        if image.denoiser.config.in_channels != in_channels:
+            raise GenError(f"--init {cfg.init} has {image.denoiser.config.in_channels} input channels, "
+                           f"this run needs {in_channels}")
+        try:
+            denoiser = models.video_from_image(image.denoiser, frames=cfg.frames, **cfg.model_overrides)
+        except ValueError as err:
+            raise GenError(f"--init {cfg.init}: {err}") from None
+        return denoiser, image.text_encoder
 
     @torch.no_grad()
     def clean(self, batch) -> torch.Tensor:
@@ -146,35 +174,44 @@ class DiffusionTask:
         return (per_sample * weights).mean(), {}
 
     def pipeline(self, model, ema):
-        from gen.pipeline import Pipeline, SamplingDefaults
+        from gen.pipeline import Pipeline, SamplingDefaults, VideoPipeline
         from gen.train.ema import averaged
 
         avg = averaged(model, ema)
         cfg = self.cfg
+        video = cfg.kind == "video"
         defaults = SamplingDefaults(size=cfg.size, steps=cfg.sample_steps, cfg=cfg.sample_cfg,
-                                    clip_x0=None if self.vae is not None else 1.0)
+                                    clip_x0=None if self.vae is not None else 1.0,
+                                    frames=cfg.frames if video else None, fps=cfg.fps if video else None)
         vae = None
         if self.vae is not None:
             import copy
 
             vae = copy.deepcopy(self.vae).cpu()
-        return Pipeline(avg.denoiser.cpu(), avg.text_encoder.cpu(), self.schedule, defaults, vae=vae)
+        kind = VideoPipeline if video else Pipeline
+        return kind(avg.denoiser.cpu(), avg.text_encoder.cpu(), self.schedule, defaults, vae=vae)
 
     def export(self, run: Path, model, ema) -> Path:
         """Save the EMA weights as a pipeline folder (`gen image --model PATH`)."""
         return self.pipeline(model, ema).save_pretrained(run / self.export_name, overwrite=True)
 
     def sample(self, path: Path, model, ema) -> Path:
-        """A grid of EMA samples: one row per fixed prompt, four fixed seeds."""
+        """A grid of EMA samples: one row per fixed prompt, four fixed seeds (video: one
+        clip per prompt, its frames along the row)."""
         import numpy as np
         from PIL import Image
 
-        from gen.pipeline import to_uint8
+        from gen.pipeline import clips_to_uint8, to_uint8
 
         pipe = self.pipeline(model, ema)
-        prompts = [p for p in self.cfg.sample_prompts for _ in range(4)]
-        images = to_uint8(pipe.generate(prompts, [k for _ in self.cfg.sample_prompts for k in range(4)]))
-        rows = [np.concatenate(list(images[i:i + 4]), axis=1) for i in range(0, len(images), 4)]
+        prompts = list(self.cfg.prompts)
+        if self.cfg.kind == "video":
+            clips = clips_to_uint8(pipe.generate(prompts, [0] * len(prompts)))  # (P, T, H, W, 3)
+            rows = [np.concatenate(list(clip), axis=1) for clip in clips]
+        else:
+            prompts = [p for p in prompts for _ in range(4)]
+            images = to_uint8(pipe.generate(prompts, [k for _ in self.cfg.prompts for k in range(4)]))
+            rows = [np.concatenate(list(images[i:i + 4]), axis=1) for i in range(0, len(images), 4)]
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate(rows, axis=0)).save(path)
         return path

@@ -1,0 +1,128 @@
+"""`gen video "a ball rolling left"`: generate a clip with a text-to-video pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from gen.cli.image import DTYPES, slug
+from gen.errors import GenError
+
+FORMATS = {"gif": ".gif", "mp4": ".mp4", "png-frames": ""}  # --format -> file suffix ("" = a folder)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help='what to animate, e.g. "a ball rolling left"')
+    parser.add_argument("--out", help="output file (.gif / .mp4), or an existing folder (default: a name "
+                                      "from the prompt, here)")
+    parser.add_argument("--format", choices=tuple(FORMATS), default=None,
+                        help="gif (default), mp4 (needs PyAV) or png-frames (a folder of PNGs)")
+    parser.add_argument("--frames", type=int, default=None, help="frames to generate (default: the model's)")
+    parser.add_argument("--fps", type=float, default=None, help="playback frame rate (default: the model's)")
+    parser.add_argument("--size", type=int, default=None, help="frame side in pixels (default: the model's)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpm++2m, heun or diffusers:<SchedulerClass>")
+    parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = none)")
+    parser.add_argument("--negative", default=None, help="negative prompt (guides away from it)")
+    parser.add_argument("--model", default="default", help="shipped name or a gen video pipeline folder")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and compute precision")
+    parser.add_argument("--init-image", metavar="FILE", help="animate this still: it becomes frame 0")
+
+
+def _target(args) -> Path:
+    """The output path (not yet existing: -1, -2, ... appended to a taken name)."""
+    from gen.cli.image import free_path
+
+    fmt = args.format
+    if args.out is not None and not (args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()):
+        out = Path(args.out)
+        by_suffix = {".gif": "gif", ".mp4": "mp4", "": "png-frames"}
+        if out.suffix.lower() not in by_suffix:
+            raise GenError(f"--out must end in .gif or .mp4, name a new folder (PNG frames) or an existing "
+                           f"folder, got {args.out}")
+        if fmt is not None and by_suffix[out.suffix.lower()] != fmt:
+            raise GenError(f"--out {args.out} does not match --format {fmt}")
+        args.format = by_suffix[out.suffix.lower()]
+        folder, name = out.parent, out.name
+    else:
+        args.format = fmt or "gif"
+        folder = Path.cwd() if args.out is None else Path(args.out)
+        name = slug(args.prompt) + FORMATS[args.format]
+    if not folder.is_dir():
+        raise GenError(f"--out: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise GenError(f"--out: folder {folder} is not writable")
+    return free_path(folder / name)
+
+
+def read_init_image(path: str):
+    """An image file as a float tensor (3, H, W) in [-1, 1], or a GenError naming the file."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    file = Path(path)
+    if not file.is_file():
+        raise GenError(f"--init-image {path} does not exist; check the path")
+    try:
+        with Image.open(file) as im:
+            pixels = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise GenError(f"--init-image {path} is not a readable image ({err.__class__.__name__}); "
+                       "give a PNG, JPEG or similar") from None
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from gen import __version__
+    from gen.pipeline import VideoPipeline, clips_to_uint8
+    from gen.runtime import resolve_device
+    from gen.video_io import import_av, write_video
+
+    if args.seed < 0:
+        raise GenError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.fps is not None and not args.fps > 0:
+        raise GenError(f"--fps must be positive, got {args.fps}")
+    if args.frames is not None and args.frames < 1:
+        raise GenError(f"--frames must be a positive integer, got {args.frames}")
+    if args.size is not None and args.size < 1:
+        raise GenError(f"--size must be a positive integer, got {args.size}")
+    path = _target(args)
+    if args.format == "mp4":
+        import_av()  # fail before generating
+    init = read_init_image(args.init_image) if args.init_image else None
+    device = resolve_device(args.device)
+
+    timings = {}
+    t0 = time.perf_counter()
+    pipe = VideoPipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype))
+    timings["load"] = time.perf_counter() - t0
+    d = pipe.defaults
+    size, frames = args.size or d.size, args.frames or d.frames
+    p = pipe.denoiser.config.patch_size if hasattr(pipe.denoiser.config, "patch_size") else 1
+    factor = p * (pipe.vae.scale_factor if pipe.vae is not None else 1)
+    if size % factor:
+        raise GenError(f"--size {size} is not divisible by {factor} (the model's patch size"
+                       f"{' times the VAE factor' if pipe.vae is not None else ''})")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
+        clip = pipe.generate([args.prompt], [args.seed], steps=args.steps, sampler=args.sampler, cfg=args.cfg,
+                             negative=args.negative, size=size, frames=frames, init_image=init)
+    timings["generate"] = time.perf_counter() - t0
+    fps = args.fps or d.fps or 8.0
+    params = {"prompt": args.prompt, "seed": args.seed, "steps": args.steps or d.steps,
+              "sampler": args.sampler or d.sampler, "cfg": d.cfg if args.cfg is None else args.cfg,
+              "negative": args.negative or "", "model": args.model, "dtype": args.dtype, "size": size,
+              "frames": frames, "fps": fps, "init_image": args.init_image or "", "software": f"gen {__version__}"}
+    written = write_video(path, clips_to_uint8(clip)[0], fps, comment=json.dumps(params))
+    print(written)
+    return 0

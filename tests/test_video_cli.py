@@ -1,0 +1,181 @@
+"""The text-to-video pipeline and `gen video`: files, metadata, determinism, first-frame
+conditioning, motion-module storage, video training from an image model, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import models
+from gen.cli import main
+from gen.pipeline import Pipeline, SamplingDefaults, VideoPipeline
+from gen.video_io import read_video, read_video_comment
+from samplers import NoiseSchedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _text_encoder():
+    return models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
+                                                       embed_dim=32, context_length=16))
+
+
+def _jiggle(net, scale=0.05):
+    with torch.no_grad():  # not a trained model: random weights everywhere, so outputs vary
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return net
+
+
+@pytest.fixture(scope="module")
+def pipes(tmp_path_factory):
+    """A tiny video pipeline (tubelet 2, 4 frames), and a tiny image pipeline."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("pipes")
+    enc = _text_encoder()
+    net = _jiggle(models.create("video-dit-tiny", sample_size=8, frames=4, text_dim=enc.dim,
+                                pooled_dim=enc.pooled_dim))
+    video = VideoPipeline(net, enc, NoiseSchedule.create("cosine", prediction="v"),
+                          SamplingDefaults(size=8, steps=3, frames=4, fps=2.0)).save_pretrained(root / "video")
+    image_net = _jiggle(models.create("dit-tiny", sample_size=8, text_dim=enc.dim, pooled_dim=enc.pooled_dim))
+    image = Pipeline(image_net, enc, NoiseSchedule.create("cosine", prediction="v"),
+                     SamplingDefaults(size=8, steps=3)).save_pretrained(root / "image")
+    return {"video": video, "image": image}
+
+
+def _video(capsys, *argv):
+    code = main(["video", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out.split(), captured.err
+
+
+def test_writes_a_named_gif_with_its_parameters_and_never_overwrites(tmp_path, capsys, pipes, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _video(capsys, "a ball rolling left", "--model", str(pipes["video"]))
+    assert code == 0 and out == [str(tmp_path / "a-ball-rolling-left.gif")]
+    first = (tmp_path / "a-ball-rolling-left.gif").read_bytes()
+    code, out, _ = _video(capsys, "a ball rolling left", "--model", str(pipes["video"]))
+    assert code == 0 and out == [str(tmp_path / "a-ball-rolling-left-1.gif")]
+    # same arguments and seed: the identical file; the first one is untouched
+    assert (tmp_path / "a-ball-rolling-left-1.gif").read_bytes() == first
+    frames, fps = read_video(tmp_path / "a-ball-rolling-left.gif")
+    assert frames.shape == (4, 8, 8, 3) and fps == pytest.approx(2.0)
+    meta = json.loads(read_video_comment(tmp_path / "a-ball-rolling-left.gif"))
+    assert meta["prompt"] == "a ball rolling left" and meta["seed"] == 0 and meta["frames"] == 4
+    assert meta["steps"] == 3 and meta["fps"] == 2.0 and meta["model"] == str(pipes["video"])
+    _, out, _ = _video(capsys, "a ball rolling left", "--model", str(pipes["video"]), "--seed", "5")
+    assert (tmp_path / "a-ball-rolling-left-2.gif").read_bytes() != first
+
+
+def test_formats_frames_fps_and_the_python_api(tmp_path, capsys, pipes):
+    code, (folder,), _ = _video(capsys, "a red star", "--model", str(pipes["video"]), "--format", "png-frames",
+                                "--out", str(tmp_path), "--frames", "2", "--fps", "6")
+    assert code == 0
+    frames, fps = read_video(folder)
+    assert frames.shape == (2, 8, 8, 3) and fps == 6.0
+    assert json.loads(read_video_comment(folder))["frames"] == 2
+    pytest.importorskip("av")
+    code, (mp4,), _ = _video(capsys, "a red star", "--model", str(pipes["video"]), "--out", str(tmp_path / "x.mp4"))
+    assert code == 0 and mp4.endswith("x.mp4")
+    assert json.loads(read_video_comment(mp4))["prompt"] == "a red star"
+    clips = VideoPipeline.from_pretrained(str(pipes["video"]))("a red star", seed=0)
+    assert len(clips) == 1 and len(clips[0]) == 4 and clips[0][0].size == (8, 8)
+    gif = np.asarray(read_video(tmp_path / "a-red-star.gif")[0]) if (tmp_path / "a-red-star.gif").exists() else None
+    assert gif is None  # png-frames and mp4 wrote no gif
+
+
+def test_frames_past_the_trained_count_warn(tmp_path, capsys, pipes):
+    code, _, err = _video(capsys, "a cat", "--model", str(pipes["video"]), "--frames", "6", "--out", str(tmp_path))
+    assert code == 0 and "past the 4 the model was trained on" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--frames", "3"], "not divisible by the model's tubelet depth 2"),
+    (["--size", "7"], "--size 7 is not divisible by 2"),
+    (["--fps", "0"], "--fps must be positive"),
+    (["--fps", "-2"], "--fps must be positive"),
+    (["--out", "clip.webm"], "--out must end in .gif or .mp4"),
+    (["--init-image", "missing.png"], "--init-image missing.png does not exist"),
+])
+def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, pipes, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _video(capsys, "a cat", "--model", str(pipes["video"]), *argv)
+    assert code == 2 and message in err and not out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_init_image_and_model_kinds(tmp_path, capsys, pipes, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    code, _, err = _video(capsys, "a cat", "--model", str(pipes["video"]), "--init-image", "broken.png")
+    assert code == 2 and "broken.png is not a readable image" in err
+    code, _, err = _video(capsys, "a cat", "--model", str(pipes["image"]))
+    assert code == 2 and "text-to-image model; use it with `gen image`" in err
+    code = main(["image", "a cat", "--model", str(pipes["video"])])
+    assert code == 2 and "text-to-video model; use it with `gen video`" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png"]
+
+
+def test_init_image_becomes_frame_zero(tmp_path, capsys, pipes):
+    still = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(still).save(tmp_path / "still.png")
+    for sampler in ("ddim", "dpm++2m"):
+        code, (gif,), _ = _video(capsys, "a cat", "--model", str(pipes["video"]), "--init-image",
+                                 str(tmp_path / "still.png"), "--sampler", sampler, "--out", str(tmp_path / f"{sampler}.gif"),
+                                 "--format", "gif")
+        assert code == 0
+    pipe = VideoPipeline.from_pretrained(str(pipes["video"]))
+    init = torch.from_numpy(still).permute(2, 0, 1).float() / 127.5 - 1
+    clip = pipe.generate(["a cat"], [0], init_image=init)
+    assert torch.equal(((clip[0, :, 0] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0),
+                       torch.from_numpy(still))
+    free = pipe.generate(["a cat"], [0])
+    assert not torch.allclose(free[0, :, 1:], clip[0, :, 1:])  # the other frames follow the still
+
+
+def test_a_motion_module_is_stored_as_its_difference_from_the_shipped_image_model(tmp_path):
+    base = Pipeline.from_pretrained("toy-image-dit")
+    net = models.video_from_image(base.denoiser, frames=4, temporal_mlp_ratio=1.0)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "temporal" in name:
+                p.add_(torch.randn_like(p) * 0.01)
+    pipe = VideoPipeline(net, base.text_encoder, base.schedule, SamplingDefaults(size=32, steps=2, frames=4, fps=2.0))
+    path = pipe.save_pretrained(tmp_path / "motion", dtype=torch.float16, base="toy-image-dit")
+    from safetensors.torch import load_file
+
+    stored = load_file(str(path / "denoiser" / "model.safetensors"))
+    assert stored and all("temporal" in k for k in stored)
+    assert not (path / "text_encoder").exists()
+    assert json.loads((path / "model_index.json").read_text())["text_encoder"] == "base"
+    back = VideoPipeline.from_pretrained(str(path))
+    want = {k: v.half().float() for k, v in net.state_dict().items()}
+    assert all(torch.equal(want[k], v) for k, v in back.denoiser.state_dict().items())
+    with pytest.raises(Exception, match="not a shipped pipeline"):
+        pipe.save_pretrained(tmp_path / "other", base="no-such-model")
+
+
+def test_train_video_from_an_image_model_keeps_the_frozen_spatial_layers(tmp_path, pipes):
+    run = tmp_path / "run"
+    code = main(["train", "video", "--data", "toy-video", "--init", str(pipes["image"]), "--freeze-spatial",
+                 "--frames", "2", "--size", "8", "--fps", "1", "--steps", "2", "--batch", "2", "--n", "8",
+                 "--sample-every", "2", "--out", str(run)])
+    assert code == 0
+    image = Pipeline.from_pretrained(str(pipes["image"]))
+    video = VideoPipeline.from_pretrained(str(run / "pipeline"))
+    image_state = image.denoiser.state_dict()
+    for key, value in video.denoiser.state_dict().items():
+        if "temporal" in key:
+            if key.endswith("ada.weight"):  # zero at init (adaLN-Zero): moved by training
+                assert value.abs().max() > 0, key
+        else:
+            assert torch.equal(value, image_state[key]), key
+    text = image.text_encoder.state_dict()
+    assert all(torch.equal(v, text[k]) for k, v in video.text_encoder.state_dict().items())
+    assert (run / "samples" / "step-0000002.png").is_file()
+    code = main(["train", "image", "--freeze-spatial", "--out", str(tmp_path / "bad")])
+    assert code == 2
