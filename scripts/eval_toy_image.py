@@ -31,12 +31,12 @@ def prompts_and_renders(n: int, size: int, seed: int = 999):
     return [s.caption for s in samples], np.stack([s.pixels for s in samples])
 
 
-def evaluate(model: str, n: int, steps=None, sampler=None, cfg=None, batch: int = 25) -> dict:
+def evaluate(model: str, n: int, steps=None, sampler=None, cfg=None, batch: int = 25, device: str = "cpu") -> dict:
     from gen.pipeline import Pipeline
     from metrics.toy_judge import ImageJudge, judge_prompts, parse_caption
 
-    pipe = Pipeline.from_pretrained(model)
-    judge = ImageJudge.from_pretrained(JUDGE)
+    pipe = Pipeline.from_pretrained(model, device=device)
+    judge = ImageJudge.from_pretrained(JUDGE, device=device)
     prompts, renders = prompts_and_renders(n, pipe.defaults.size)
     targets = [parse_caption(p, judge.classes, judge.colors) for p in prompts]
     start = time.perf_counter()
@@ -111,12 +111,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--cfg", type=float, default=None)
+    parser.add_argument("--batch", type=int, default=25, help="prompts per sampling call")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, help="also write the result to this file")
     parser.add_argument("--run", type=Path, help="the training run folder (config.json, log.jsonl) for --card")
     parser.add_argument("--card", type=Path, help="write the model card here")
     args = parser.parse_args()
     torch.manual_seed(0)
-    result = evaluate(args.model, args.n, args.steps, args.sampler, args.cfg)
+    result = evaluate(args.model, args.n, args.steps, args.sampler, args.cfg, args.batch, args.device)
     print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.card:
         write_card(args.card, args.run, result)
         print(f"wrote {args.card}")

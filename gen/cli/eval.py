@@ -1,4 +1,15 @@
-"""`gen eval vae`: how well an autoencoder reconstructs fresh toy-world images (or clips).
+"""`gen eval image|video|vae|judge`: measure models on fresh toy-world data.
+
+    gen eval image [--model NAME|PATH] [--prompts FILE] [--n 200] [--steps S] [--json] [--out DIR]
+    gen eval video [--model NAME|PATH] [--n 200] [--steps S] [--json] [--out DIR]
+
+image / video: generate N samples (prompts from FILE, or fresh toy-grammar captions), then
+report the toy judges' attribute accuracy (GenEval-style: a sample is right when every
+attribute its prompt names is right), toy FID / KID (image) or toy FVD, frame consistency
+and flicker (video) against fresh renders; the samples, `report.json` and `report.md` go
+to a new folder (see gen/evaluate.py).
+
+`gen eval vae`: how well an autoencoder reconstructs fresh toy-world images (or clips).
 
     gen eval vae                              # the shipped VAE (gen/weights/toy-vae)
     gen eval vae --model runs/vae-1 --n 500 --size 64 --json
@@ -27,14 +38,14 @@ import time
 
 from gen.errors import GenError
 
-TARGETS = ("vae", "judge")
+TARGETS = ("image", "video", "vae", "judge")
 EVAL_SEED = 4242  # toy-world seed of the evaluation data: never the training data's (seed 0)
 JUDGED_KINDS = ("single", "wearing")
 JUDGE_ATTRIBUTES = ("object", "color", "hat", "hat_color", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", nargs="?", default=None, help="what to evaluate: vae, judge")
+    parser.add_argument("target", nargs="?", default=None, help="what to evaluate: image, video, vae, judge")
     parser.add_argument("--model", default="default",
                         help="shipped name (default: toy-vae) or a checkpoint folder (config.json + "
                              "model.safetensors), or a pipeline folder with a vae part")
@@ -46,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--video: frames per clip, 1 + k * the temporal factor (default: k = 2)")
     parser.add_argument("--batch", type=int, default=32, help="images (clips) per encode/decode call")
     parser.add_argument("--video", action="store_true", help="evaluate a video VAE on toy clips")
+    parser.add_argument("--prompts", metavar="FILE", help="image/video: prompts, one per line (default: fresh "
+                                                            "toy-grammar captions)")
+    parser.add_argument("--steps", type=int, default=None, help="image/video: sampling steps (default: the model's)")
+    parser.add_argument("--sampler", default=None, help="image/video: sampler (default: the model's)")
+    parser.add_argument("--cfg", type=float, default=None, help="image/video: guidance scale (default: the model's)")
+    parser.add_argument("--out", help="image/video: new folder for the samples and the report "
+                                      "(default: eval-<target>-<model>, here)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (infinite PSNR, from exact reconstructions, is null)")
 
@@ -56,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"gen: error: `{what}` is not built yet in gen 0.1.0; built: "
               + ", ".join(f"gen eval {t}" for t in TARGETS), file=sys.stderr)
         return 2
+    if args.target in ("image", "video"):
+        return evaluate_model(args)
     if args.target == "judge":
         result = evaluate_judge(n=args.n, size=args.size or 32, seed=_data_seed(args), device=args.device)
         if args.json:
@@ -101,6 +121,118 @@ def evaluate_judge(n: int, size: int, seed: int, device: str = "auto") -> dict:
             right["hat_color"].append(p["hat_color"] == objs[1]["color"])
     return {"judge": "toy-judge-image", "n": n, "size": size, "seed": seed,
             "accuracy": {k: sum(v) / len(v) for k, v in right.items()}}
+
+
+def _new_folder(args) -> "Path":
+    from pathlib import Path
+
+    from gen.cli.image import slug
+
+    out = Path(args.out) if args.out else Path.cwd() / f"eval-{args.target}-{slug(Path(args.model).name)}"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise GenError(f"--out {out} exists and is not empty; choose a new folder (nothing is overwritten)")
+    if not out.parent.is_dir():
+        raise GenError(f"--out: folder {out.parent} does not exist; create it first")
+    return out
+
+
+def evaluate_model(args) -> int:
+    """`gen eval image|video`: generate samples for toy prompts, score them, write them and a report."""
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from gen.evaluate import evaluate_image, evaluate_video
+    from gen.pipeline import WEIGHTS_DIR, Pipeline, VideoPipeline, clips_to_uint8, to_uint8
+    from gen.runtime import resolve_device
+    from gen.video_io import write_png, write_video
+
+    if not 2 <= args.n <= 100_000:
+        raise GenError(f"--n must be between 2 and 100000, got {args.n}")
+    video = args.target == "video"
+    prompts = None
+    if args.prompts:
+        if video:
+            raise GenError("gen eval video draws its prompts from the toy clip grammar (the renders of the same "
+                           "captions are its reference); --prompts is for gen eval image")
+        file = Path(args.prompts)
+        if not file.is_file():
+            raise GenError(f"--prompts {file} does not exist")
+        prompts = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise GenError(f"--prompts {file} holds no prompts (one per line)")
+    out = _new_folder(args)
+    device = resolve_device(args.device)
+    seed = _data_seed(args)
+    bar = tqdm(total=args.n, unit="clip" if video else "image", file=sys.stderr, disable=args.json)
+    progress = lambda done: bar.update(done - bar.n)  # noqa: E731
+    try:
+        if video:
+            from metrics.toy_judge import ImageJudge
+            from metrics.video_judge import VideoJudge
+
+            pipe = VideoPipeline.from_pretrained(args.model, device=device)
+            judge = VideoJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-video", device=device)
+            image_judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device)
+            report, samples = evaluate_video(pipe, judge, image_judge, n=args.n, steps=args.steps,
+                                             sampler=args.sampler, cfg=args.cfg, seed=seed, progress=progress)
+        else:
+            from metrics.toy_judge import ImageJudge
+
+            pipe = Pipeline.from_pretrained(args.model, device=device)
+            judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device)
+            report, samples = evaluate_image(pipe, judge, n=args.n, prompts=prompts, steps=args.steps,
+                                             sampler=args.sampler, cfg=args.cfg, seed=seed, progress=progress)
+    finally:
+        bar.close()
+    report["model"] = args.model
+    tmp = out.with_name(f".{out.name}.partial")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "samples").mkdir(parents=True)
+    if video:
+        for i, frames in enumerate(clips_to_uint8(samples)):
+            write_video(tmp / "samples" / f"{i:04d}.gif", frames, report["fps"])
+    else:
+        for i, image in enumerate(to_uint8(samples)):
+            write_png(tmp / "samples" / f"{i:04d}.png", image)
+    (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (tmp / "report.md").write_text(markdown_report(args.target, report))
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    summary = {k: v for k, v in report.items() if k not in ("per_clip", "per_image")}
+    if args.json:
+        print(json.dumps({**summary, "out": str(out)}))
+    else:
+        print(markdown_report(args.target, report), end="")
+        print(f"samples and report: {out}")
+    return 0
+
+
+def markdown_report(target: str, r: dict) -> str:
+    """The report as a Markdown table (accuracy per attribute, generated vs renders) and the scores."""
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    keys = ("object", "color", "motion", "all") if target == "video" else ("object", "color", "hat", "hat_color", "all")
+    g, c = r.get("generated", {}), r["renders"]
+    lines = [f"# gen eval {target}: {r.get('model', '')}", "",
+             f"{r['n']} samples, {r['sampler']} {r['steps']} steps, cfg {r['cfg']}, toy-world seed {r['seed']}", "",
+             "| attribute | generated | renders (judge ceiling) |", "| --- | ---: | ---: |"]
+    lines += [f"| {k} | {pct(g.get(k))} | {pct(c.get(k))} |" for k in keys]
+    lines.append("")
+    if target == "video":
+        lines += [f"- toy FVD: {r['toy_fvd']:.3f}",
+                  f"- frame consistency: generated {r['frame_consistency']['generated']:.4f}, "
+                  f"renders {r['frame_consistency']['renders']:.4f}",
+                  f"- flicker: generated {r['flicker']['generated']:.4f}, renders {r['flicker']['renders']:.4f}"]
+    else:
+        lines += [f"- toy FID: {r['toy_fid']:.3f}",
+                  f"- toy KID: {r['toy_kid']['mean']:.5f} +- {r['toy_kid']['std']:.5f}"]
+        if r.get("prompts_unread"):
+            lines.append(f"- {r['prompts_unread']} prompts the judge cannot read (scored for FID/KID only)")
+    return "\n".join(lines) + "\n"
 
 
 def _data_seed(args) -> int:

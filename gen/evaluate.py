@@ -1,0 +1,161 @@
+"""Evaluate a text-to-video model on the toy world: prompt accuracy, toy FVD, temporal
+consistency (what `gen eval video` and `scripts/eval_toy_video.py` report).
+
+    from gen.evaluate import evaluate_video
+    report, clips = evaluate_video(pipe, video_judge, image_judge, n=200)
+
+Prompts are fresh captions of the toy clip grammar (toy-world seed `EVAL_SEED`, never a
+training seed), each drawn once at the pipeline's settings (clip i from noise seed i).
+The toy world renders the same captions' own clips at the model's size, frame count and
+frame rate; they give the judge's ceiling and the reference set for toy FVD.
+
+- accuracy: the video judge's object / colour (where named) / motion, and all three,
+  GenEval-style: a clip is right when everything its prompt names is right;
+- toy FVD: Frechet distance between the video judge's pooled features of the generated
+  clips and of the renders (float64; n should exceed the feature dimension);
+- temporal consistency: mean cosine of consecutive frames' image-judge features, and
+  flicker (mean absolute frame-to-frame change), for the generated clips and the renders.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+EVAL_SEED = 999  # toy-world seed of evaluation prompts: never a training seed (0)
+
+
+def clip_prompts(n: int, size: int, frames: int, fps: float, seed: int = EVAL_SEED):
+    """(captions, renders uint8 (n, T, H, W, 3)) of toy clips 0..n-1 of `seed`."""
+    from gen.toyworld import toy_clip
+
+    samples = [toy_clip(i, size=size, frames=frames, fps=fps, seed=seed) for i in range(n)]
+    return [s.caption for s in samples], np.stack([s.pixels for s in samples])
+
+
+def to_clips(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+
+
+def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=None, cfg=None,
+                   batch: int = 16, seed: int = EVAL_SEED, progress=None) -> tuple[dict, torch.Tensor]:
+    """Generate n clips for fresh toy prompts and score them (see the module docstring).
+    Returns (report, clips (n, 3, T, H, W) in [-1, 1] on the CPU)."""
+    from metrics.stats import feature_stats, frechet_distance
+    from metrics.temporal import temporal_consistency, temporal_flicker
+    from metrics.video_judge import judge_clips, parse_motion_caption
+
+    d = pipe.defaults
+    frames, fps, size = d.frames, d.fps, d.size
+    prompts, renders = clip_prompts(n, size, frames, fps, seed)
+    cfg_ = judge.config
+    targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in prompts]
+    start = time.perf_counter()
+    chunks = []
+    for i in range(0, n, batch):
+        chunks.append(pipe.generate(prompts[i:i + batch], list(range(i, min(i + batch, n))), steps=steps,
+                                    sampler=sampler, cfg=cfg).float().cpu())
+        if progress is not None:
+            progress(min(i + batch, n))
+    seconds = time.perf_counter() - start
+    clips, real = torch.cat(chunks), to_clips(renders)
+    device = next(judge.parameters()).device
+
+    def scores(x):
+        report = judge_clips(judge, x, targets)
+        return {k: v for k, v in report.items() if k != "per_clip"}, report["per_clip"]
+
+    def judge_features(x):
+        with torch.no_grad():
+            return torch.cat([judge.eval().features(c.to(device)).float().cpu() for c in x.split(64)])
+
+    def encode(frames_):
+        with torch.no_grad():
+            return image_judge.eval().features(frames_.to(device)).float().cpu()
+
+    generated, per_clip = scores(clips)
+    ceiling, _ = scores(real)
+    fvd = frechet_distance(*feature_stats(judge_features(clips).double()),
+                           *feature_stats(judge_features(real).double()))
+    consistency = {"generated": temporal_consistency(clips, encode).mean().item(),
+                   "renders": temporal_consistency(real, encode).mean().item()}
+    flicker = {"generated": temporal_flicker(clips).mean().item(), "renders": temporal_flicker(real).mean().item()}
+    report = {"n": n, "seed": seed, "size": size, "frames": frames, "fps": fps,
+              "steps": steps or d.steps, "sampler": sampler or d.sampler, "cfg": d.cfg if cfg is None else cfg,
+              "generated": generated, "renders": ceiling, "toy_fvd": fvd, "frame_consistency": consistency,
+              "flicker": flicker, "seconds_per_clip": seconds / n,
+              "per_clip": [{"prompt": p, **row} for p, row in zip(prompts, per_clip)]}
+    return report, clips
+
+
+def image_prompts(n: int, size: int, seed: int = EVAL_SEED):
+    """(captions, renders uint8 (n, H, W, 3)): toy images 0..n-1 of `seed`, half single
+    objects and half wearers in hats (the scenes the image judge reads exactly)."""
+    from gen.toyworld import toy_image
+
+    samples = [toy_image(i, size, seed=seed, kind="single" if i % 2 == 0 else "wearing") for i in range(n)]
+    return [s.caption for s in samples], np.stack([s.pixels for s in samples])
+
+
+def to_images(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def evaluate_image(pipe, judge, n: int = 200, prompts: list[str] | None = None, steps=None, sampler=None,
+                   cfg=None, batch: int = 25, seed: int = EVAL_SEED, kid_subsets: int = 100,
+                   progress=None) -> tuple[dict, torch.Tensor]:
+    """Generate n images and score them: the image judge's attribute accuracy (GenEval-style),
+    toy FID and KID in the judge's feature space against n fresh renders.
+
+    Prompts: `prompts` (cycled to n; those the judge cannot read, e.g. relations, count for
+    FID/KID only) or fresh toy captions (half single objects, half wearers). Returns
+    (report, images (n, 3, H, W) in [-1, 1] on the CPU)."""
+    from metrics.kid import kernel_inception_distance
+    from metrics.stats import feature_stats, frechet_distance
+    from metrics.toy_judge import judge_prompts, parse_caption
+
+    d = pipe.defaults
+    size = d.size
+    fresh, renders = image_prompts(n, size, seed)
+    prompts = fresh if prompts is None else [prompts[i % len(prompts)] for i in range(n)]
+    targets, unread = [], 0
+    for p in prompts:
+        try:
+            targets.append(parse_caption(p, judge.classes, judge.colors))
+        except ValueError:
+            targets.append({})  # nothing the judge can check: scored for FID/KID only
+            unread += 1
+    start = time.perf_counter()
+    chunks = []
+    for i in range(0, n, batch):
+        chunks.append(pipe.generate(prompts[i:i + batch], list(range(i, min(i + batch, n))), steps=steps,
+                                    sampler=sampler, cfg=cfg).float().cpu())
+        if progress is not None:
+            progress(min(i + batch, n))
+    seconds = time.perf_counter() - start
+    images, real = torch.cat(chunks), to_images(renders)
+    device = next(judge.parameters()).device
+
+    def features(x):
+        with torch.no_grad():
+            return torch.cat([judge.eval().features(c.to(device)).float().cpu() for c in x.split(256)]).double()
+
+    scored = [i for i, t in enumerate(targets) if t]
+    report = {"n": n, "seed": seed, "size": size, "steps": steps or d.steps, "sampler": sampler or d.sampler,
+              "cfg": d.cfg if cfg is None else cfg, "prompts_judged": len(scored), "prompts_unread": unread}
+    if scored:
+        result = judge_prompts(judge, images[scored], [targets[i] for i in scored])
+        report["generated"] = {k: v for k, v in result.items() if k != "per_image"}
+        report["per_image"] = [{"prompt": prompts[i], **row} for i, row in zip(scored, result["per_image"])]
+    ceiling = judge_prompts(judge, real, [parse_caption(p, judge.classes, judge.colors) for p in fresh])
+    report["renders"] = {k: v for k, v in ceiling.items() if k != "per_image"}
+    fake_f, real_f = features(images), features(real)
+    report["toy_fid"] = frechet_distance(*feature_stats(fake_f), *feature_stats(real_f))
+    kid = kernel_inception_distance(real_f, fake_f, subsets=kid_subsets, subset_size=min(1000, n))
+    report["toy_kid"] = {"mean": kid.mean, "std": kid.std}
+    report["seconds_per_image"] = seconds / n
+    return report, images

@@ -1,0 +1,107 @@
+"""`gen eval image|video` and gen.evaluate: a perfect generator scores like the renders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import models
+from gen.cli import main
+from gen.evaluate import clip_prompts, evaluate_image, image_prompts, to_clips, to_images
+from gen.pipeline import WEIGHTS_DIR, Pipeline, SamplingDefaults
+from metrics.toy_judge import ImageJudge
+from samplers import NoiseSchedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Perfect:
+    """A stand-in generator that returns the toy world's own render of each prompt."""
+
+    def __init__(self, pixels, size, frames=None, fps=None):
+        self.pixels = pixels
+        self.defaults = SamplingDefaults(size=size, steps=1, frames=frames, fps=fps)
+
+    def generate(self, prompts, seeds, **_):
+        batch = self.pixels[seeds]
+        return to_clips(batch) if batch.ndim == 5 else to_images(batch)
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image")
+
+
+def test_a_generator_that_draws_the_renders_scores_like_them(judge):
+    n = 12
+    _, renders = image_prompts(n, 32, seed=5)
+    report, images = evaluate_image(Perfect(renders, 32), judge, n=n, seed=5, kid_subsets=5)
+    assert images.shape == (n, 3, 32, 32)
+    assert report["generated"] == report["renders"]
+    assert report["renders"]["all"] == 1.0  # the shipped judge reads these renders right
+    assert report["toy_fid"] == pytest.approx(0.0, abs=1e-4)
+    assert report["prompts_judged"] == n and report["prompts_unread"] == 0
+
+
+def test_a_generator_of_the_wrong_pictures_scores_worse(judge):
+    n = 12
+    _, renders = image_prompts(n, 32, seed=5)
+    shuffled = renders[[(i + 1) % n for i in range(n)]]  # every prompt gets another prompt's render
+    report, _ = evaluate_image(Perfect(shuffled, 32), judge, n=n, seed=5, kid_subsets=5)
+    assert report["generated"]["all"] < 0.5
+    assert report["toy_fid"] == pytest.approx(0.0, abs=1e-4)  # same set of images: same distribution
+
+
+def test_prompts_the_judge_cannot_read_count_for_fid_only(judge):
+    n = 4
+    _, renders = image_prompts(n, 32, seed=5)
+    prompts = ["a red cat", "two blue balls", "a cat left of a dog", "a green bird in a red hat"]
+    report, _ = evaluate_image(Perfect(renders, 32), judge, n=n, prompts=prompts, seed=5, kid_subsets=2)
+    assert report["prompts_judged"] == 2 and report["prompts_unread"] == 2
+    assert report["generated"]["n"]["object"] == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tmp_path_factory):
+    torch.manual_seed(0)
+    enc = models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
+                                                      embed_dim=32, context_length=16))
+    net = models.create("dit-tiny", sample_size=16, patch_size=4, text_dim=enc.dim, pooled_dim=enc.pooled_dim)
+    pipe = Pipeline(net, enc, NoiseSchedule.create("cosine", prediction="v"), SamplingDefaults(size=16, steps=2))
+    return pipe.save_pretrained(tmp_path_factory.mktemp("pipes") / "tiny")
+
+
+def test_gen_eval_image_writes_samples_and_a_report(tmp_path, capsys, tiny_pipe):
+    out = tmp_path / "ev"
+    code = main(["eval", "image", "--model", str(tiny_pipe), "--n", "4", "--out", str(out), "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "report.json").read_text())
+    assert printed["out"] == str(out) and printed["toy_fid"] == report["toy_fid"]
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [f"{i:04d}.png" for i in range(4)]
+    assert "| object |" in (out / "report.md").read_text()
+    assert len(report["per_image"]) == 4 and 0 <= report["generated"]["all"] <= 1
+    # never overwrites: the same folder again is refused
+    code = main(["eval", "image", "--model", str(tiny_pipe), "--n", "4", "--out", str(out)])
+    assert code == 2 and "exists and is not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n", "1"], "--n must be between 2"),
+    (["--prompts", "nope.txt"], "--prompts nope.txt does not exist"),
+])
+def test_gen_eval_image_bad_input(tmp_path, capsys, tiny_pipe, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "image", "--model", str(tiny_pipe), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clip_prompts_match_the_toy_clips():
+    from gen.toyworld import toy_clip
+
+    captions, renders = clip_prompts(3, 16, 4, 2.0, seed=7)
+    assert renders.shape == (3, 4, 16, 16, 3)
+    assert captions[2] == toy_clip(2, size=16, frames=4, fps=2.0, seed=7).caption
