@@ -179,3 +179,25 @@ def test_train_video_from_an_image_model_keeps_the_frozen_spatial_layers(tmp_pat
     assert (run / "samples" / "step-0000002.png").is_file()
     code = main(["train", "image", "--freeze-spatial", "--out", str(tmp_path / "bad")])
     assert code == 2
+
+
+def test_joint_training_feeds_images_as_one_frame_clips_that_skip_the_temporal_layers(tmp_path):
+    # Every step on images (ratio 1): the temporal layers see no frames to mix, get no
+    # gradient and stay at their zero start; the spatial layers train.
+    run = tmp_path / "joint"
+    code = main(["train", "video", "--data", "toy-video", "--model", "video-unet-tiny", "--image-ratio", "1",
+                 "--frames", "2", "--size", "8", "--fps", "1", "--steps", "2", "--batch", "2", "--n", "8",
+                 "--sample-every", "0", "--out", str(run)])
+    assert code == 0
+    net = VideoPipeline.from_pretrained(str(run / "pipeline")).denoiser
+    state = net.state_dict()
+    temporal_out = [v for k, v in state.items() if "temporal" in k and ("conv.weight" in k or "to_out" in k)]
+    assert temporal_out and all(v.abs().max() == 0 for v in temporal_out)  # zero-initialised, untouched
+    fresh = models.create("video-unet-tiny", sample_size=8, frames=2, text_dim=net.config.text_dim,
+                          pooled_dim=net.config.pooled_dim)
+    zero_at_start = [k for k, v in fresh.state_dict().items()
+                     if "temporal" not in k and v.is_floating_point() and v.abs().max() == 0 and v.dim() > 1]
+    assert zero_at_start and any(state[k].abs().max() > 0 for k in zero_at_start)  # the spatial layers trained
+    assert main(["train", "image", "--image-ratio", "0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert main(["train", "video", "--model", "video-dit-tiny", "--image-ratio", "0.5", "--out",
+                 str(tmp_path / "bad2")]) == 2

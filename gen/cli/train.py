@@ -26,6 +26,8 @@ FLAGS = {
     "--weighting": ("loss_weighting", str, "loss weighting: min_snr (default) or uniform"),
     "--workers": ("workers", int, "data loader worker processes (default 0)"),
     "--max-minutes": ("max_minutes", float, "stop (checkpoint and export) after this many minutes"),
+    "--image-ratio": ("image_ratio", float, "video: share of steps on images as one-frame clips (joint training)"),
+    "--image-data": ("image_data", str, "video with --image-ratio: the image dataset (default toy)"),
     "--vae": ("vae", str, "image/video: train in this VAE's latent space (folder or shipped name)"),
     "--kl-weight": ("kl_weight", float, "vae: weight of the KL term (default 1e-6)"),
     "--recon-loss": ("recon_loss", str, "vae: l1 (default) or l2"),

@@ -38,6 +38,8 @@ class TrainConfig:
     vae_config: dict = field(default_factory=dict)  # kind "vae": ImageVAEConfig fields (factor, ...)
     init: str | None = None  # vae: start from this VAE's weights; video: from this image pipeline
     freeze_spatial: bool = False  # video with init: train only the temporal layers (a motion module)
+    image_ratio: float = 0.0  # video: share of steps on a batch of images, as one-frame clips (joint training)
+    image_data: str | None = None  # video with image_ratio: the image dataset (default: toy for toy-video)
     vae_video: bool = False  # kind "vae": a causal video VAE on clips (models.VideoVAE)
     kl_weight: float = 1e-6  # kind "vae": weight of the KL term
     lpips_weight: float = 0.1  # kind "vae": LPIPS term, used when its AlexNet weights are present
@@ -83,6 +85,12 @@ class TrainConfig:
             raise GenError(f"--recon-loss must be l1 or l2, got {self.recon_loss!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise GenError(f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if not 0 <= self.image_ratio <= 1:
+            raise GenError(f"--image-ratio must be between 0 and 1, got {self.image_ratio}")
+        if self.image_ratio and self.kind != "video":
+            raise GenError("--image-ratio is for `gen train video` (joint image-video training)")
+        if self.image_ratio and not self.image_data and self.data != "toy-video":
+            raise GenError(f"--image-ratio with --data {self.data}: name the images with --image-data")
         if self.freeze_spatial and not (self.kind == "video" and self.init):
             raise GenError("--freeze-spatial needs `gen train video --init IMAGE_PIPELINE`: "
                            "the spatial layers it keeps come from that image model")

@@ -96,6 +96,13 @@ class DiffusionTask:
             model = model.to(memory_format=torch.channels_last)  # U-Net convs: ~6x faster with bf16
         self.schedule = NoiseSchedule.create(**cfg.schedule)
         self.model, self.dataset_len = model, len(dataset)
+        if video and cfg.image_ratio:
+            if getattr(denoiser.config, "tubelet", 1) > 1:
+                raise GenError(f"--image-ratio trains on images as one-frame clips, which --model {cfg.model} "
+                               f"cannot take (tubelet depth {denoiser.config.tubelet}); use a model with "
+                               "one-frame tubelets or a video U-Net")
+            self.images = open_dataset(cfg.image_data or "toy", size=cfg.size, n=cfg.data_n, seed=cfg.seed,
+                                       channels=cfg.channels)
         return dataset, model
 
     def from_image_model(self, in_channels: int):
@@ -154,11 +161,25 @@ class DiffusionTask:
         done = np.lib.format.open_memmap(paths[1], mode="w+", dtype=bool, shape=(n,))
         return latents, done
 
+    def image_batch(self, gen: torch.Generator, size: int) -> dict:
+        """Joint training: `size` images drawn with `gen` (so a resumed run draws the same),
+        as one-frame clips {"video": (B, C, 1, H, W), "text": [...]}."""
+        from gen.data import collate
+
+        picks = torch.randint(0, len(self.images), (size,), generator=gen).tolist()
+        batch = collate([self.images[i] for i in picks])
+        return {"video": batch["image"][:, :, None], "text": batch["text"]}
+
     def loss(self, trained, batch, gen: torch.Generator, autocast):
         from samplers import loss_weights, q_sample, training_target
 
         cfg, dev = self.cfg, self.device
-        x0 = self.clean(batch)
+        if cfg.image_ratio and torch.rand((), generator=gen).item() < cfg.image_ratio:
+            images = self.image_batch(gen, len(batch["text"]))
+            x0 = self.vae.encode(images["video"].to(dev)) if self.vae is not None else images["video"].to(dev)
+            batch = images
+        else:
+            x0 = self.clean(batch)
         tokens = self.model.text_encoder.tokenize(batch["text"]).to(dev)
         b = x0.shape[0]
         t = torch.randint(0, self.schedule.num_train_timesteps, (b,), generator=gen).to(dev)
