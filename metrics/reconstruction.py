@@ -9,10 +9,15 @@ PSNR is the standard 10 log10(R^2 / MSE) with R the data range (2 for [-1, 1]), 
 per sample (mean over every other axis), accumulated in float64. Identical samples have
 MSE 0 and PSNR +inf.
 
-LPIPS (Zhang et al. 2018) is torchmetrics' implementation with the AlexNet backbone, whose
-ImageNet weights torchvision keeps in the torch hub cache (`$TORCH_HOME/hub/checkpoints`,
-by default `~/.cache/torch/hub/checkpoints`). Nothing is downloaded here: `lpips_network`
-returns None when that file is absent, and `alexnet_weights_path` says where to put it.
+LPIPS (Zhang et al. 2018) is torchmetrics' implementation (the v0.1 linear heads packaged with
+torchmetrics) with the AlexNet backbone, whose ImageNet weights, torchvision's
+`alexnet-owt-7be5be79.pth`, are found by `metrics.weights.resolve("alexnet")` (`$GEN_WEIGHTS`,
+then the torch hub cache `$TORCH_HOME/hub/checkpoints`, ...). Nothing is downloaded here.
+
+Hash rule: a file found in a cache under the upstream name claims to be the upstream file,
+so it must match the SHA-256 prefix in that name (`WeightsHashError` otherwise). A file the
+caller names (`weights=`) is the caller's: used as given, unchecked (a features-only copy,
+a converted file, or test weights are all fine); pass `verify_hash=True` to check it too.
 """
 
 from __future__ import annotations
@@ -69,35 +74,47 @@ def summarize_psnr(values: torch.Tensor) -> dict:
 
 
 def alexnet_weights_path() -> Path:
-    """Where torchvision looks for the AlexNet ImageNet weights LPIPS needs (torch hub cache)."""
-    from urllib.parse import urlparse
+    """Where to put the AlexNet weights LPIPS needs: the torch hub cache file torchvision uses
+    (`$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth`), one of the places `resolve` looks."""
+    from metrics.weights import spec, torch_hub_checkpoints
 
-    from torchvision.models import AlexNet_Weights
-
-    name = Path(urlparse(AlexNet_Weights.IMAGENET1K_V1.url).path).name  # alexnet-owt-7be5be79.pth
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
+    return torch_hub_checkpoints() / spec("alexnet").filename
 
 
-def lpips_network(device: torch.device | str = "cpu", weights: str | Path | None = None):
-    """torchmetrics' LPIPS network (AlexNet backbone, the packaged linear heads) in eval mode,
-    or None when the backbone's ImageNet weights are not at `weights` (default: the torch
-    hub cache file, `alexnet_weights_path()`). Never downloads; the backbone file is read
-    with `torch.load(weights_only=True)`: only tensors, nothing unpickled."""
-    path = Path(weights) if weights is not None else alexnet_weights_path()
-    if not path.is_file():
-        return None
+def lpips_network(device: torch.device | str = "cpu", weights: str | Path | None = None,
+                  verify_hash: bool | None = None, missing_ok: bool = True):
+    """torchmetrics' LPIPS network (AlexNet backbone, the packaged v0.1 linear heads), frozen, in eval mode.
+
+    The backbone file is `metrics.weights.resolve("alexnet", path=weights)`: `weights` (a file or
+    its folder) when given, else the registry's lookup (`$GEN_WEIGHTS`, the torch hub cache, ...).
+    `verify_hash`: None (default) checks files found in caches and trusts an explicit `weights`
+    (module docstring); True/False force it. Returns None when no file is found and `missing_ok`
+    (LPIPS is optional for the trainer and `gen eval vae`); otherwise raises the registry's
+    WeightsNotFoundError, which names every place looked in. A cache file with the wrong hash
+    is always an error (WeightsHashError). Read with `torch.load(weights_only=True)`: tensors only.
+    """
+    from metrics.weights import WeightsNotFoundError, load_state_dict, resolve
+
+    verify = weights is None if verify_hash is None else verify_hash
+    try:
+        path = resolve("alexnet", path=weights, verify_hash=verify)
+    except WeightsNotFoundError:
+        if missing_ok and weights is None:
+            return None
+        raise
     from torchmetrics.functional.image.lpips import _NoTrainLpips
 
     network = _NoTrainLpips(net="alex", pretrained=True, pnet_rand=True)  # heads loaded, backbone random
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_state_dict(path)  # torchvision AlexNet keys: features.{i}.weight / .bias (classifier ignored)
     slices = [getattr(network.net, f"slice{k}") for k in range(1, 6)]
-    features = {f"slice{k}.{i}.{p}": state[f"features.{i}.{p}"]  # slice k holds alexnet.features[i]
+    features = {f"slice{k}.{i}.{p}": f"features.{i}.{p}"  # slice k holds alexnet.features[i]
                 for k, block in enumerate(slices, 1) for i, layer in block.named_children()
                 for p, _ in layer.named_parameters()}
-    missing = [k for k in features if k not in network.net.state_dict()]
+    missing = [v for v in features.values() if v not in state]
     if missing:
-        raise ValueError(f"{path}: unexpected AlexNet layout (no {missing[:3]})")
-    network.net.load_state_dict(features)
+        raise ValueError(f"{path} is not a torchvision AlexNet state dict (no {', '.join(missing[:3])}); "
+                         f"LPIPS needs {alexnet_weights_path().name} or a copy with the same keys")
+    network.net.load_state_dict({k: state[v] for k, v in features.items()})
     return network.to(device).eval()
 
 

@@ -18,7 +18,10 @@ and what reads it. `resolve(name)` looks, in this order, at
      inside the torchmetrics and lpips wheels).
 
 The first file found is checked against the recorded SHA-256 (a mismatch is an error naming
-both digests, not a reason to look further). Nothing is downloaded unless
+both digests, not a reason to look further). A `path=` is checked too unless the caller passes
+`verify_hash=False`; `gen score` and `lpips_network(weights=...)` do so for a file the user names:
+it is theirs, and may be a converted or features-only copy, while a file in a cache under the
+upstream name claims to be the upstream bytes and is always checked. Nothing is downloaded unless
 `allow_download=True`; then each URL is tried once, with a timeout and no retries, into
 `$GEN_WEIGHTS` (else the torch hub cache). A file found nowhere is one `WeightsNotFoundError`
 that names the file, its hash, its URLs, every place looked in, and how to put it there.
@@ -110,11 +113,13 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
         urls=("https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",),
         format="torchscript",
         used_by="FVD, StyleGAN-V protocol (src/metrics/frechet_video_distance.py: rescale=True, "
-                "resize=True, return_features=True: 400-d pre-softmax features)",
+                "resize=True, return_features=True: 400-d pre-softmax features); natively metrics.i3d.load_i3d",
         note="TorchScript port of the tf.hub Kinetics-400 I3D used by the original FVD code. "
              "SHA-256 and size unknown here (no published digest found); stylegan-v's dnnlib caches "
              "it as ~/.cache/dnnlib/downloads/<md5(url)>_i3d_torchscript.pt. Refused by "
-             "load_state_dict: convert it as TORCHSCRIPT_HELP says."),
+             "load_state_dict: `python scripts/convert_i3d.py` converts it once (checking outputs) into "
+             "i3d_torchscript.safetensors next to it, which metrics.i3d.load_i3d finds in the places "
+             "listed here."),
     WeightSpec(
         name="clip-vit-b-32",
         filename="open_clip_model.safetensors",
@@ -177,6 +182,12 @@ def spec(name: str) -> WeightSpec:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"no weights named {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def for_open_clip(arch: str) -> WeightSpec | None:
+    """The registry entry whose `open_clip` is (arch, tag), or None: which weights an open_clip
+    model name stands for here (e.g. "ViT-B-32" -> clip-vit-b-32, OpenAI's, quick GELU)."""
+    return next((s for s in REGISTRY.values() if s.open_clip and s.open_clip[0] == arch), None)
 
 
 def torch_hub_checkpoints() -> Path:
@@ -372,6 +383,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-__all__ = ["WeightSpec", "REGISTRY", "WeightsNotFoundError", "WeightsHashError", "spec", "resolve", "verify",
-           "candidates", "load_state_dict", "is_torchscript", "sha256_file", "torch_hub_checkpoints", "hf_hub_cache", "ENV",
-           "TORCHSCRIPT_HELP"]
+__all__ = ["WeightSpec", "REGISTRY", "WeightsNotFoundError", "WeightsHashError", "spec", "for_open_clip", "resolve",
+           "verify", "candidates", "load_state_dict", "is_torchscript", "sha256_file", "torch_hub_checkpoints",
+           "hf_hub_cache", "ENV", "TORCHSCRIPT_HELP"]

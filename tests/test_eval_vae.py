@@ -4,6 +4,8 @@ report against an independent recomputation, and its errors."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 
@@ -16,6 +18,7 @@ from gen.cli import main
 from gen.toyworld import toy_image
 from metrics.reconstruction import (alexnet_weights_path, lpips, lpips_network, mean_psnr, psnr,
                                     psnr_over_batches, summarize_psnr)
+from metrics.weights import REGISTRY
 
 
 def _images(n=4, size=16, seed=0):
@@ -129,6 +132,8 @@ def test_eval_vae_json_report(tiny_vae, alexnet_features, tmp_path, monkeypatch,
     checkpoints.mkdir(parents=True)
     (checkpoints / "alexnet-owt-7be5be79.pth").write_bytes(alexnet_features.read_bytes())
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    digest = hashlib.sha256(alexnet_features.read_bytes()).hexdigest()  # cache files are hash-checked: record it
+    monkeypatch.setitem(REGISTRY, "alexnet", dataclasses.replace(REGISTRY["alexnet"], sha256=digest))
     torch.set_num_threads(2)
     r = _run_json(capsys, ["eval", "vae", "--model", str(tiny_vae), "--n", "8", "--size", "32", "--json",
                            "--device", "cpu"])

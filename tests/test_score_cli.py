@@ -1,4 +1,5 @@
-"""`gen score fid|kid|is` on folders, in the toy judge's feature space."""
+"""`gen score fid|kid|is|lpips` on folders (toy judge features), and how images are read: worker threads,
+mixed sizes, unreadable files, one JSON object."""
 
 from __future__ import annotations
 
@@ -31,9 +32,14 @@ def _run(capsys, *argv):
     return code, out.out, out.err
 
 
+@pytest.mark.filterwarnings("ignore:covariance of n=40")  # the reference computation below: 40 samples, d=128
 def test_fid_equals_the_frechet_distance_of_judge_features(folders, capsys):
     code, out, err = _run(capsys, "fid", "--real", str(folders / "real"), "--fake", str(folders / "fake"), "--json")
-    assert code == 0 and "n <= d" in err  # 40 samples in 128 dimensions: the bias is named
+    assert code == 0 and err.count("n <= d") == 1  # 40 samples in 128 dimensions: the bias is named, once
+    assert len(out.splitlines()) == 1  # exactly one JSON object
+    report = json.loads(out)
+    assert (report["metric"], report["n"], report["n_real"], report["dim"]) == ("fid", 40, 40, 128)
+    assert report["features"] == "toy" and report["value"] == report["fid"] and report["protocol"]
     fid = json.loads(out)["fid"]
     judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image").eval()
 
@@ -68,22 +74,73 @@ def test_errors(folders, tmp_path, capsys):
     assert code == 2 and "not built yet" in err
     code, _, err = _run(capsys, "ssim", "--real", str(one))
     assert code == 2 and "unknown metric 'ssim'" in err
+    real, fake = str(folders / "real"), str(folders / "fake")
+    code, _, err = _run(capsys, "fid", "--real", real, "--fake", fake, "--workers", "0")
+    assert code == 2 and "--workers must be a positive integer, got 0" in err
+    code, _, err = _run(capsys, "fid", real, fake)
+    assert code == 2 and "takes its folders as --real/--fake" in err
+
+
+def test_threads_batches_mixed_sizes_and_unreadable_files(folders, tmp_path, capsys):
+    real = str(folders / "real")
+    args = ("fid", "--real", real, "--fake", str(folders / "fake"), "--json")
+    _, one, err = _run(capsys, *args, "--workers", "1", "--batch", "7")
+    _, many, _ = _run(capsys, *args, "--workers", "3", "--batch", "64")
+    assert json.loads(one)["fid"] == pytest.approx(json.loads(many)["fid"], rel=1e-9)  # order and batching kept
+    assert "more than one size" not in err
+
+    mixed = tmp_path / "mixed"  # loose images, a few at another size: resized by the judge's rule, said once
+    mixed.mkdir()
+    for k, f in enumerate(sorted((folders / "fake").glob("*.png"))):
+        image = Image.open(f)
+        (image.resize((48, 40)) if k % 3 == 0 else image).save(mixed / f.name)
+    code, out, err = _run(capsys, "fid", "--real", real, "--fake", str(mixed), "--json")
+    assert code == 0 and err.count("more than one size") == 1 and "48x40" in err and "antialiased" in err
+    assert json.loads(out)["fid"] != pytest.approx(json.loads(many)["fid"], rel=1e-3)  # the resized images count
+
+    (mixed / "broken.png").write_bytes(b"not a png")
+    code, _, err = _run(capsys, "fid", "--real", real, "--fake", str(mixed), "--workers", "2")
+    assert code == 2 and "broken.png" in err and "could not read image" in err
 
 
 def test_lpips_pairs_same_named_images(folders, tmp_path, capsys, monkeypatch):
     import torchvision
 
-    from metrics import reconstruction
+    from metrics.reconstruction import lpips, lpips_network
+    from metrics.weights import REGISTRY
 
-    code, _, err = _run(capsys, "lpips", str(folders / "real"), str(folders / "fake"))
-    if reconstruction.lpips_network("cpu") is None:  # no AlexNet weights here: the error names the file
-        assert code == 2 and "alexnet-owt-7be5be79.pth" in err
-    weights = tmp_path / "alexnet.pth"
-    torch.save(torchvision.models.alexnet().state_dict(), weights)
-    monkeypatch.setattr(reconstruction, "alexnet_weights_path", lambda: weights)
-    code, out, _ = _run(capsys, "lpips", str(folders / "real"), str(folders / "real"), "--json")
-    assert code == 0 and json.loads(out)["pairs"] == 40 and abs(json.loads(out)["lpips_mean"]) < 1e-6
-    code, out, _ = _run(capsys, "lpips", str(folders / "real"), str(folders / "fake"), "--json")
-    assert code == 0 and json.loads(out)["lpips_mean"] > 0
-    code, _, err = _run(capsys, "lpips", str(folders / "real"))
+    for var in ("GEN_WEIGHTS", "TORCH_HOME", "HF_HUB_CACHE"):  # empty caches
+        monkeypatch.setenv(var, str(tmp_path / var))
+    names = sorted(p.name for p in (folders / "real").glob("*.png"))[:10]
+    for side in ("real", "fake"):  # ten same-named pairs, listed in another order in each folder
+        (tmp_path / side).mkdir()
+        for n in (names if side == "real" else names[::-1]):
+            (tmp_path / side / n).write_bytes((folders / side / n).read_bytes())
+    real, fake = str(tmp_path / "real"), str(tmp_path / "fake")
+    code, _, err = _run(capsys, "lpips", real, fake)
+    assert code == 2 and REGISTRY["alexnet"].filename in err and "Looked in" in err  # the registry's error
+
+    torch.manual_seed(0)
+    weights = tmp_path / "alexnet.pth"  # random weights in torchvision's layout
+    torch.save({k: v for k, v in torchvision.models.alexnet().state_dict().items() if k.startswith("features.")},
+               weights)
+    cached = tmp_path / "GEN_WEIGHTS" / REGISTRY["alexnet"].filename
+    cached.parent.mkdir()
+    cached.write_bytes(weights.read_bytes())  # under the upstream name in a cache: hash-checked, refused
+    code, _, err = _run(capsys, "lpips", real, fake)
+    assert code == 2 and "7be5be79" in err
+    code, out, _ = _run(capsys, "lpips", real, real, "--weights", str(weights), "--json")  # named: used as given
+    assert code == 0 and json.loads(out)["pairs"] == 10 and abs(json.loads(out)["lpips_mean"]) < 1e-6
+    code, out, _ = _run(capsys, "lpips", real, fake, "--weights", str(weights), "--json", "--batch", "4")
+    report = json.loads(out)
+
+    network = lpips_network(weights=weights)
+    load = lambda f: torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 127.5 - 1
+    with torch.no_grad():
+        values = torch.cat([lpips(network, load(folders / "real" / n)[None], load(folders / "fake" / n)[None])
+                            for n in names]).double()
+    assert code == 0 and report["n"] == 10 and report["lpips_mean"] > 0.01
+    assert report["lpips_mean"] == pytest.approx(values.mean().item(), rel=1e-6)
+    assert report["lpips_std"] == pytest.approx(values.std().item(), rel=1e-5)
+    code, _, err = _run(capsys, "lpips", real)
     assert code == 2 and "two folders" in err

@@ -169,13 +169,19 @@ def test_vae_training_can_start_from_a_saved_vae(tmp_path, capsys):
 def test_lpips_term_trains_through_random_alexnet_weights(tmp_path, monkeypatch):
     # The LPIPS term is used when AlexNet's weights are present: give it random ones in the
     # torchvision file format and check the loss logs it and it has a gradient.
+    import dataclasses
+    import hashlib
+
     import torchvision
 
     from metrics import reconstruction
+    from metrics.weights import REGISTRY
 
-    weights = tmp_path / "alexnet.pth"
+    weights = tmp_path / REGISTRY["alexnet"].filename  # where the registry looks: $GEN_WEIGHTS
     torch.save(torchvision.models.alexnet().state_dict(), weights)
-    monkeypatch.setattr(reconstruction, "alexnet_weights_path", lambda: weights)
+    monkeypatch.setenv("GEN_WEIGHTS", str(tmp_path))
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()  # cache files are hash-checked: record this one's
+    monkeypatch.setitem(REGISTRY, "alexnet", dataclasses.replace(REGISTRY["alexnet"], sha256=digest))
     x = torch.rand(2, 3, 16, 16, requires_grad=True)
     net = reconstruction.lpips_network("cpu", weights)
     reconstruction.lpips(net, x * 2 - 1, torch.zeros(2, 3, 16, 16)).sum().backward()

@@ -1,170 +1,541 @@
-"""`gen score fid|kid|is`: score folders of generated images against real ones.
+"""`gen score`: score folders of images (FID, KID, IS, LPIPS, CLIPScore) and cache reference statistics.
 
-    gen score fid --real DIR --fake DIR [--features toy|inception|PATH] [--json]
-    gen score kid --real DIR --fake DIR [--subsets 100 --subset-size 1000]
-    gen score is --fake DIR                       # Inception Score (needs the Inception weights)
-    gen score lpips A B                           # mean LPIPS of same-named images (AlexNet weights)
+    gen score fid --real DIR|STATS.npz --fake DIR [--features toy|inception|PATH] [--save-stats FILE.npz]
+    gen score kid --real DIR|STATS.npz --fake DIR [--subsets 100 --subset-size 1000]
+    gen score is --fake DIR                            # Inception Score (needs the Inception weights)
+    gen score lpips A B [--weights PATH]               # mean LPIPS of same-named images (AlexNet weights)
+    gen score clip --fake DIR [--prompts FILE] [--model ViT-B-32|FOLDER] [--weights PATH] [--reduction R]
+    gen score stats DIR --out FILE.npz [--features ...] # a folder's features and moments, for --real
 
-Feature spaces: `toy` (default): the shipped toy-world judge's pooled features, always
-available; `inception`: the FID Inception (pytorch-fid protocol), found locally through
-metrics.weights (a file path may be given instead). Folders follow the imagefolder
-convention (metadata.jsonl, class folders or loose images); images are resized to the
-feature network's input by its protocol.
+Feature spaces (fid, kid, stats): `toy` (default), the shipped toy-world judge's pooled features,
+always available; `inception`, the FID Inception under the pytorch-fid protocol, found through
+metrics.weights (or a file path, used as given). A stats file records its feature space, protocol,
+weights digest, n and d, and is only ever compared with the same space. Images are decoded and
+resized on `--workers` threads; each space resizes by its protocol's rule (said once when sizes
+differ). `--json` prints one JSON object: metric, value, n, the feature space and protocol.
+
+Each metric is one function `(args, session) -> dict` registered with `@metric(name)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from gen.errors import GenError
 
-KINDS = ("fid", "kid", "is", "lpips")
-LATER = ("fvd", "clip")
+METRICS: dict[str, Callable] = {}  # name -> fn(args, session) -> result dict
+LATER = ("fvd",)  # named but not built yet
+STATS_FORMAT = "gen-feature-stats/1"
+
+
+def metric(name: str):
+    """Register `fn(args, session) -> dict` as `gen score NAME`."""
+    def register(fn):
+        METRICS[name] = fn
+        return fn
+    return register
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("metric", metavar="METRIC", help=f"one of {', '.join(KINDS)} ({', '.join(LATER)}: not built yet)")
-    parser.add_argument("pair", nargs="*", metavar="FOLDER", help="lpips: the two folders to compare")
-    parser.add_argument("--real", help="folder of real (reference) images")
+    parser.add_argument("metric", metavar="METRIC",  # METRICS is filled by the @metric functions below at import
+                        help=f"one of {', '.join(METRICS)} ({', '.join(LATER)}: not built yet)")
+    parser.add_argument("pair", nargs="*", metavar="FOLDER", help="lpips: the two folders; stats: the folder")
+    parser.add_argument("--real", help="folder of real (reference) images, or a stats .npz from `gen score stats`")
     parser.add_argument("--fake", help="folder of generated images")
     parser.add_argument("--features", default="toy", help="toy (default), inception, or a FID Inception weights file")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--save-stats", metavar="FILE.npz", help="fid/kid: also save the --real folder's statistics")
+    parser.add_argument("--out", metavar="FILE.npz", help="stats: where to write the statistics")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing stats file")
+    parser.add_argument("--prompts", metavar="FILE", help="clip: one prompt per line, for the images sorted by name")
+    parser.add_argument("--model", default="ViT-B-32", help="clip: open_clip model name or model folder")
+    parser.add_argument("--weights", help="clip, lpips: the weights file to use (taken as given, not hash-checked)")
+    parser.add_argument("--reduction", default="torchmetrics", choices=("torchmetrics", "hessel", "hessel2021"),
+                        help="clip: max(100 mean cos, 0) (torchmetrics) or mean 2.5 max(cos, 0) (Hessel et al.)")
+    parser.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="threads decoding and resizing images")
     parser.add_argument("--subsets", type=int, default=100, help="kid: number of random subsets")
     parser.add_argument("--subset-size", type=int, default=1000, help="kid: samples per subset (capped at n)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _images(folder: str | None, flag: str):
+# ---------------------------------------------------------------------------- reading images
+
+
+@dataclass
+class Session:
+    """What every metric shares: the device, batching, worker threads, and warnings said once."""
+
+    device: object
+    batch: int
+    workers: int
+    said: set = field(default_factory=set)
+    sizes: dict = field(default_factory=dict)  # (H, W) -> the folder it was first seen in
+
+    def warn(self, key: str, message: str) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            print(f"gen: warning: {message}", file=sys.stderr)
+
+    def saw(self, size: tuple[int, int], where, rule: str) -> None:
+        """Note an image size; the first time a second size shows up, say how images are resized."""
+        if size not in self.sizes:
+            self.sizes[size] = where
+            if len(self.sizes) == 2:
+                (a, fa), (b, fb) = self.sizes.items()
+                self.warn("sizes", f"images come in more than one size ({a[1]}x{a[0]} in {fa}, {b[1]}x{b[0]} in "
+                                   f"{fb}, width x height); each image is {rule}")
+
+
+def _folder(folder: str | None, flag: str, least: int = 2):
     from gen.data.folders import ImageFolderDataset
 
     if not folder:
         raise GenError(f"{flag} FOLDER is required")
     ds = ImageFolderDataset(folder)
-    if len(ds) < 2:
-        raise GenError(f"{flag} {folder} holds {len(ds)} image(s); scores need at least 2")
+    if len(ds) < least:
+        raise GenError(f"{flag} {folder} holds {len(ds)} image(s); this score needs at least {least}")
     return ds
 
 
-def _extractor(name: str, device, output: str = "pool"):
-    """(batch -> features, native side, description) for a feature space."""
-    import torch
+def _read(ds, i: int):
+    """Image i of `ds` as uint8 (H, W, 3); an unreadable file is a GenError naming it."""
+    from gen.data.folders import load_image
 
-    if name == "toy":
-        from gen.pipeline import WEIGHTS_DIR
-        from metrics.toy_judge import ImageJudge
-
-        judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device).eval()
-        if output != "pool":
-            raise GenError("the Inception Score needs --features inception (class logits)")
-        return judge.features, judge.config.image_size, "toy judge pooled features"
-    from metrics.backbones import fid_inception
-    from metrics.weights import WeightsNotFoundError
-
-    try:
-        net = fid_inception(None if name == "inception" else name, output=output, device=device)
-    except WeightsNotFoundError as err:
-        raise GenError(str(err).splitlines()[0] + " (see metrics/weights.py for where it is looked for)") from None
-    return (lambda x: net(x.to(device)).to(torch.float64)), 299, "FID Inception (pytorch-fid protocol)"
+    return load_image(ds.root / ds.records[i]["file_name"], 3)
 
 
-def _features(ds, extract, side: int, batch: int, device, said: set):
-    import torch
-    import torch.nn.functional as F
+def _stream(items, load: Callable, session: Session, desc: str) -> Iterator[list]:
+    """`load(item)` for every item on `session.workers` threads, at most two batches ahead of the
+    consumer, yielded in order as lists of `session.batch` results; a tqdm bar on stderr."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
+    items = list(items)
+    pool = ThreadPoolExecutor(max_workers=session.workers, thread_name_prefix="gen-score")
+    pending: deque = deque()
+    todo = iter(items)
+    try:
+        for item in todo:
+            pending.append(pool.submit(load, item))
+            if len(pending) >= 2 * session.batch:
+                break
+        chunk = []
+        with tqdm(total=len(items), desc=desc, unit="image", file=sys.stderr, disable=None) as bar:
+            while pending:
+                chunk.append(pending.popleft().result())  # re-raises a worker's error here
+                item = next(todo, None)
+                if item is not None:
+                    pending.append(pool.submit(load, item))
+                bar.update()
+                if len(chunk) == session.batch or not pending:
+                    yield chunk
+                    chunk = []
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------- feature spaces
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """A feature network under one protocol. prepare: uint8 (H, W, 3) -> (3, S, S) float in [-1, 1],
+    resized by the protocol's rule (runs on worker threads); extract: (B, 3, S, S) -> (B, d)."""
+
+    name: str  # "toy" or "inception": what stats files record
+    protocol: str
+    rule: str  # how each image is resized, in words
+    weights: Path
+    prepare: Callable
+    extract: Callable
+
+
+def _space(name: str, session: Session, output: str = "pool") -> FeatureSpace:
+    import torch
+    import torch.nn.functional as F
+
+    from gen.data.folders import to_model_range
+
+    device = session.device
+    if name == "toy":
+        from gen.pipeline import WEIGHTS_DIR
+        from metrics.toy_judge import ImageJudge, to_native_size
+
+        if output != "pool":
+            raise GenError("the Inception Score needs --features inception (class logits)")
+        folder = WEIGHTS_DIR / "toy-judge-image"
+        judge = ImageJudge.from_pretrained(folder, device=device).eval()
+        side = judge.config.image_size
+        return FeatureSpace(
+            "toy", "toy-judge-image pooled features", f"resized to {side}x{side} (bilinear, antialiased: the "
+            "toy judge's rule)", folder / "model.safetensors",
+            prepare=lambda a: to_native_size(to_model_range(a)[None], side, "the toy judge")[0],
+            extract=lambda x: judge.features(x.to(device)).float())
+    from metrics.backbones import INPUT_SIZE, fid_inception, fid_inception_weights
+
+    explicit = name != "inception"  # a file the user names is used as given; cache hits are hash-checked
+    path = fid_inception_weights(name if explicit else None, verify_hash=not explicit)
+    net = fid_inception(path, output=output, device=device, verify_hash=False)
+    side = INPUT_SIZE
+
+    def prepare(a):
+        x = to_model_range(a)[None]  # (1, 3, H, W) in [-1, 1]
+        if x.shape[-2:] != (side, side):  # pytorch-fid: bilinear, align_corners=False, no antialias
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+        return x[0]
+
+    return FeatureSpace("inception", "pytorch-fid", f"resized to {side}x{side} (bilinear, no antialias: the "
+                        "pytorch-fid rule)", path, prepare, extract=lambda x: net(x.to(device)).to(torch.float32))
+
+
+def _features(ds, space: FeatureSpace, session: Session, what: str):
+    """(N, d) float32 features of every image of `ds`, in the dataset's order."""
+    import torch
+
+    def load(i):
+        a = _read(ds, i)
+        return space.prepare(a), a.shape[:2]
+
     out = []
-    chunk = []
-    for i in tqdm(range(len(ds)), desc=str(ds.root), unit="image", disable=None, file=sys.stderr):
-        x = ds[i]["image"]
-        if x.shape[-2:] != (side, side):
-            if "resize" not in said:
-                print(f"gen: images are resized to {side}x{side} for these features", file=sys.stderr)
-                said.add("resize")
-            x = F.interpolate(x[None], size=(side, side), mode="bilinear", antialias=True, align_corners=False)[0]
-        chunk.append(x)
-        if len(chunk) == batch or i == len(ds) - 1:
-            with torch.no_grad():
-                out.append(extract(torch.stack(chunk).to(device)).double().cpu())
-            chunk = []
+    for chunk in _stream(range(len(ds)), load, session, f"{what} {ds.root.name}"):
+        for _, size in chunk:
+            session.saw(size, ds.root, space.rule)
+        with torch.no_grad():
+            out.append(space.extract(torch.stack([x for x, _ in chunk])).cpu())
     return torch.cat(out)
 
 
-def _lpips(args, device) -> dict:
+def _moments(features):
+    """(mu (d,), sigma (d, d)) float64 of (n, d) features; stats.py's n <= d warning is said by the caller."""
+    import metrics
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="covariance of n=")
+        return metrics.feature_stats(features)
+
+
+# ---------------------------------------------------------------------------- stats files
+
+
+@dataclass
+class Reference:
+    """The real side of fid/kid: from a folder or a stats file."""
+
+    n: int
+    mu: object  # (d,) float64
+    sigma: object  # (d, d) float64
+    features: object | None  # (n, d), None when a file holds none
+    source: str
+
+
+def _measure(folder: str | None, flag: str, space: FeatureSpace, session: Session) -> Reference:
+    """A folder's features and their moments."""
+    ds = _folder(folder, flag)
+    features = _features(ds, space, session, flag.strip("-"))
+    return Reference(len(ds), *_moments(features), features, str(ds.root))
+
+
+def _check_target(file: str, overwrite: bool) -> Path:
+    path = Path(file).expanduser()
+    if path.suffix != ".npz":
+        raise GenError(f"stats files are .npz; name it e.g. {path.with_suffix('.npz')}, got {file}")
+    if path.exists() and not overwrite:
+        raise GenError(f"{path} exists; pass --overwrite to replace it, or choose another file name")
+    return path
+
+
+def _save_stats(path: Path, ref: Reference, space: FeatureSpace) -> None:
+    """mu, sigma (pytorch-fid's keys), features (for KID) and a JSON record, written atomically; no pickle."""
+    import tempfile
+
+    import numpy as np
+
+    from gen import __version__
+    from metrics.weights import sha256_file
+
+    meta = {"format": STATS_FORMAT, "features": space.name, "protocol": space.protocol,
+            "weights_sha256": sha256_file(space.weights), "n": ref.n, "d": int(ref.mu.shape[0]),
+            "source": ref.source, "written_by": f"gen {__version__}"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".part", delete=False) as f:
+        tmp = Path(f.name)
+        try:
+            np.savez(f, mu=ref.mu.numpy(), sigma=ref.sigma.numpy(), features=ref.features.numpy(),
+                     meta=np.array(json.dumps(meta)))
+        except BaseException:
+            tmp.unlink()
+            raise
+    os.replace(tmp, path)
+
+
+def _load_stats(file: str, space: FeatureSpace) -> Reference:
+    import numpy as np
+    import torch
+
+    from metrics.weights import sha256_file
+
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise GenError(f"--real {file}: no such stats file; write one with `gen score stats DIR --out {file}`")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as err:
+        raise GenError(f"{path} is not a readable .npz of arrays ({err}); write it with `gen score stats`") from None
+    if "meta" not in arrays:
+        raise GenError(f"{path} has no record of its feature space (not written by `gen score stats`, e.g. "
+                       f"pytorch-fid's --save-stats); recompute it with `gen score stats DIR --out {path}`")
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != STATS_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else "unreadable"
+        raise GenError(f"{path} is in format {found!r}; this gen reads {STATS_FORMAT!r}: recompute it")
+    if (meta.get("features"), meta.get("protocol")) != (space.name, space.protocol):
+        raise GenError(f"{path} holds {meta['features']} features ({meta['protocol']}), but this run uses "
+                       f"{space.name} ({space.protocol}); pass --features {meta['features']} or recompute the "
+                       f"stats with --features {space.name}")
+    mine = sha256_file(space.weights)
+    if meta["weights_sha256"] != mine:
+        raise GenError(f"{path} was computed with other {space.name} weights (SHA-256 {meta['weights_sha256'][:16]}"
+                       f"...) than this run's {space.weights} ({mine[:16]}...); use the same weights or recompute")
+    mu, sigma = (torch.from_numpy(arrays[k]).double() for k in ("mu", "sigma"))
+    d, n = mu.shape[0], int(meta["n"])
+    features = torch.from_numpy(arrays["features"]) if "features" in arrays else None
+    if sigma.shape != (d, d) or meta["d"] != d or (features is not None and features.shape != (n, d)):
+        raise GenError(f"{path} is inconsistent (mu {tuple(mu.shape)}, sigma {tuple(sigma.shape)}, n={n}, "
+                       f"d={meta['d']}); recompute it")
+    return Reference(n, mu, sigma, features, str(path))
+
+
+def _reference(args, space: FeatureSpace, session: Session) -> Reference:
+    """--real as a folder (features computed, saved with --save-stats) or as a stats file."""
+    if args.real and Path(args.real).suffix == ".npz":
+        if args.save_stats:
+            raise GenError("--save-stats saves the --real folder's statistics, but --real is already a stats file")
+        return _load_stats(args.real, space)
+    target = _check_target(args.save_stats, args.overwrite) if args.save_stats else None
+    ref = _measure(args.real, "--real", space, session)
+    if target is not None:
+        _save_stats(target, ref, space)
+    return ref
+
+
+def _say_bias(session: Session, n: dict, d: int) -> None:
+    """One warning when a set has no more samples than dimensions (stats.py's warning, said once)."""
+    if min(n.values()) <= d:
+        counts = ", ".join(f"{k}={v}" for k, v in n.items())
+        session.warn("n<=d", f"{counts} samples in d={d} dimensions: n <= d, so the covariance has rank < d and "
+                              f"the Frechet distance is strongly biased (upwards); use more than {d} samples per set "
+                              "(FID is usually reported at n >= 10,000)")
+
+
+# ---------------------------------------------------------------------------- the metrics
+
+
+@metric("fid")
+def _fid(args, session: Session) -> dict:
+    import metrics
+
+    space = _space(args.features, session)
+    fake_folder = _folder(args.fake, "--fake")  # checked before the real side is computed
+    real = _reference(args, space, session)
+    fake = _features(fake_folder, space, session, "fake")
+    d = fake.shape[1]
+    if real.mu.shape[0] != d:
+        raise GenError(f"--real has {real.mu.shape[0]}-d statistics but the fake features are {d}-d")
+    _say_bias(session, {"n_real": real.n, "n_fake": len(fake)}, d)
+    fid = metrics.frechet_distance(real.mu, real.sigma, *_moments(fake))
+    return {"value": fid, "fid": fid, "n": len(fake), "n_real": real.n, "dim": d, "features": space.name,
+            "protocol": space.protocol}
+
+
+@metric("kid")
+def _kid(args, session: Session) -> dict:
+    import metrics
+
+    space = _space(args.features, session)
+    fake_folder = _folder(args.fake, "--fake")
+    real = _reference(args, space, session)
+    if real.features is None:
+        raise GenError(f"{real.source} holds moments only; KID needs the features: pass the folder as --real")
+    fake = _features(fake_folder, space, session, "fake")
+    size = min(args.subset_size, real.n, len(fake))
+    kid = metrics.kernel_inception_distance(real.features, fake, subsets=args.subsets, subset_size=size,
+                                            seed=args.seed)
+    return {"value": kid.mean, "kid_mean": kid.mean, "kid_std": kid.std, "n": len(fake), "n_real": real.n,
+            "dim": fake.shape[1], "subset_size": size, "subsets": args.subsets, "features": space.name,
+            "protocol": space.protocol}
+
+
+@metric("is")
+def _is(args, session: Session) -> dict:
+    import metrics
+
+    space = _space(args.features if args.features != "toy" else "inception", session, output="logits_unbiased")
+    fake = _folder(args.fake, "--fake")
+    logits = _features(fake, space, session, "fake")
+    score = metrics.inception_score(logits, splits=min(10, len(fake)), seed=args.seed)
+    return {"value": score.mean, "mean": score.mean, "std": score.std, "n": len(fake), "features": space.name,
+            "protocol": space.protocol}
+
+
+@metric("lpips")
+def _lpips(args, session: Session) -> dict:
     """Mean LPIPS (AlexNet) over images with the same file name in both folders."""
     import torch
 
-    from gen.data.folders import ImageFolderDataset
-    from metrics.reconstruction import alexnet_weights_path, lpips, lpips_network
+    from gen.data.folders import to_model_range
+    from metrics.reconstruction import lpips, lpips_network
 
     if len(args.pair) != 2:
         raise GenError("gen score lpips takes two folders: gen score lpips A B")
-    a, b = (ImageFolderDataset(f) for f in args.pair)
+    a, b = (_folder(f, "gen score lpips", least=1) for f in args.pair)
     names_b = {r["file_name"]: i for i, r in enumerate(b.records)}
     pairs = [(i, names_b[r["file_name"]]) for i, r in enumerate(a.records) if r["file_name"] in names_b]
     if not pairs:
         raise GenError(f"{args.pair[0]} and {args.pair[1]} share no file names; LPIPS compares same-named images")
-    network = lpips_network(device)
-    if network is None:
-        raise GenError(f"LPIPS needs torchvision's AlexNet weights at {alexnet_weights_path()} "
-                       "(https://download.pytorch.org/models/alexnet-owt-7be5be79.pth); place the file there")
+    network = lpips_network(session.device, weights=args.weights, missing_ok=False)
+
+    def load(pair):
+        x, y = (to_model_range(_read(ds, k)) for ds, k in zip((a, b), pair))
+        if x.shape != y.shape:
+            raise GenError(f"{a.records[pair[0]]['file_name']}: sizes differ between the folders "
+                           f"({tuple(x.shape[-2:])} vs {tuple(y.shape[-2:])}); LPIPS compares same-size images")
+        return x, y
+
     values = []
-    with torch.no_grad():
-        for i, j in pairs:
-            x, y = a[i]["image"][None], b[j]["image"][None]
-            if x.shape != y.shape:
-                raise GenError(f"{a.records[i]['file_name']}: sizes differ between the folders "
-                               f"({tuple(x.shape[-2:])} vs {tuple(y.shape[-2:])})")
-            values.append(lpips(network, x, y).cpu())
-    v = torch.cat(values).double()
-    return {"lpips_mean": v.mean().item(), "lpips_std": v.std().item() if len(v) > 1 else 0.0, "pairs": len(v)}
+    for chunk in _stream(pairs, load, session, "lpips"):
+        for shape in dict.fromkeys(x.shape for x, _ in chunk):  # same-size pairs in one batch
+            xs, ys = (torch.stack([p[k] for p in chunk if p[0].shape == shape]) for k in (0, 1))
+            with torch.no_grad():
+                values.append(lpips(network, xs, ys).double().cpu())
+    v = torch.cat(values)
+    mean, std = v.mean().item(), (v.std().item() if len(v) > 1 else 0.0)
+    return {"value": mean, "lpips_mean": mean, "lpips_std": std, "n": len(v), "pairs": len(v),
+            "features": "lpips-alex", "protocol": "torchmetrics LPIPS v0.1 (AlexNet), sides < 64 upsampled"}
+
+
+def _prompts(args, ds) -> tuple[list[int], list[str]]:
+    """(image order, prompts): --prompts FILE lines for the images sorted by file name, else each image's caption."""
+    names = [r["file_name"] for r in ds.records]
+    if args.prompts:
+        try:
+            lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise GenError(f"--prompts {args.prompts}: cannot read it as UTF-8 text ({err})") from None
+        empty = [k + 1 for k, line in enumerate(lines) if not line.strip()]
+        if empty:
+            raise GenError(f"--prompts {args.prompts}: line {empty[0]} is empty; give one prompt per line")
+        if len(lines) != len(ds):
+            raise GenError(f"--prompts {args.prompts} has {len(lines)} prompts but {ds.root} holds {len(ds)} images; "
+                           "give one prompt per line, in the sorted order of the image file names")
+        return sorted(range(len(ds)), key=names.__getitem__), lines
+    texts = [str(r.get("text") or "").strip() for r in ds.records]
+    if not all(texts):
+        first = names[texts.index("")]
+        raise GenError(f"{ds.root}: {first} has no caption (no metadata.jsonl `text`); add captions or pass "
+                       "--prompts FILE (one per line, for the images sorted by file name)")
+    return list(range(len(ds))), texts
+
+
+@metric("clip")
+def _clip(args, session: Session) -> dict:
+    """CLIPScore of each generated image against its prompt, with an open_clip model."""
+    import torch
+    from PIL import Image
+
+    from metrics.clip_score import clip_score, load_open_clip
+
+    fake = _folder(args.fake, "--fake", least=1)
+    order, prompts = _prompts(args, fake)
+    try:
+        clip = load_open_clip(args.model, weights=args.weights, device=session.device)
+    except (ValueError, FileNotFoundError) as err:
+        raise GenError(str(err)) from None
+    cut = clip.too_long(prompts)
+    if cut:
+        session.warn("cut", f"{len(cut)} prompt(s) exceed the model's {clip.context_length}-token context and are "
+                            f"cut there (as torchmetrics does), e.g. {prompts[cut[0]][:60]!r}")
+    rule = f"resized by {clip.protocol}"
+
+    def load(i):
+        a = _read(fake, i)
+        return clip.preprocess(Image.fromarray(a)), a.shape[:2]
+
+    images = []
+    for chunk in _stream(order, load, session, f"clip {fake.root.name}"):
+        for _, size in chunk:
+            session.saw(size, fake.root, rule)
+        images.append(clip.image_embeds(torch.stack([x for x, _ in chunk])).cpu())
+    texts = [clip.text_embeds(prompts[k:k + session.batch]).cpu() for k in range(0, len(prompts), session.batch)]
+    reduction = "hessel2021" if args.reduction == "hessel" else args.reduction
+    result = clip_score(torch.cat(images), torch.cat(texts), reduction=reduction)
+    out = {"value": result.score, "clip_score": result.score, "reduction": result.reduction,
+           "cosine_mean": result.cosine.mean().item(), "n": result.n, "features": f"open_clip {clip.name}",
+           "protocol": clip.protocol, "weights": str(clip.weights)}
+    if args.json:
+        out["per_sample"] = [{"file_name": fake.records[i]["file_name"], "prompt": p, "cosine": c}
+                             for i, p, c in zip(order, prompts, result.cosine.tolist())]
+    return out
+
+
+@metric("stats")
+def _stats(args, session: Session) -> dict:
+    """A folder's features, mean and covariance, saved for `--real FILE.npz`."""
+    if len(args.pair) != 1 or not args.out:
+        raise GenError("gen score stats takes one folder and --out: gen score stats DIR --out FILE.npz")
+    target = _check_target(args.out, args.overwrite)
+    space = _space(args.features, session)
+    ref = _measure(args.pair[0], "gen score stats", space, session)
+    _save_stats(target, ref, space)
+    return {"value": str(target), "n": ref.n, "d": ref.features.shape[1], "features": space.name,
+            "protocol": space.protocol}
+
+
+# ---------------------------------------------------------------------------- the command
 
 
 def run(args: argparse.Namespace) -> int:
-    import warnings
-
-    import metrics
     from gen.runtime import resolve_device
+    from metrics.weights import WeightsHashError, WeightsNotFoundError
 
     if args.metric in LATER:
         print(f"gen: error: `gen score {args.metric}` is not built yet in this version", file=sys.stderr)
         return 2
-    if args.metric not in KINDS:
-        raise GenError(f"unknown metric {args.metric!r}; known: {', '.join(KINDS)}")
-    device = resolve_device(args.device)
-    said: set = set()
-    result: dict = {"metric": args.metric}
-    with warnings.catch_warnings():
+    if args.metric not in METRICS:
+        raise GenError(f"unknown metric {args.metric!r}; known: {', '.join(METRICS)} "
+                       f"({', '.join(LATER)}: not built yet)")
+    if args.pair and args.metric not in ("lpips", "stats"):
+        raise GenError(f"gen score {args.metric} takes its folders as --real/--fake, not {' '.join(args.pair)}")
+    if args.save_stats and args.metric not in ("fid", "kid"):
+        raise GenError("--save-stats is for fid and kid (it saves --real's statistics); for one folder use "
+                       "`gen score stats DIR --out FILE.npz`")
+    for flag, value in (("--batch", args.batch), ("--workers", args.workers)):
+        if value < 1:
+            raise GenError(f"{flag} must be a positive integer, got {value}")
+    session = Session(resolve_device(args.device), args.batch, args.workers)
+    with warnings.catch_warnings():  # every library warning once, on one line
         warnings.simplefilter("always")
-        warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
-        if args.metric == "lpips":
-            result.update(_lpips(args, device))
-        elif args.metric == "is":
-            fake = _images(args.fake, "--fake")
-            extract, side, what = _extractor(args.features if args.features != "toy" else "inception", device,
-                                             "logits_unbiased")
-            logits = _features(fake, extract, side, args.batch, device, said)
-            score = metrics.inception_score(logits, splits=min(10, len(fake)))
-            result.update(mean=score.mean, std=score.std, n=len(fake))
-        else:
-            real, fake = _images(args.real, "--real"), _images(args.fake, "--fake")
-            extract, side, what = _extractor(args.features, device)
-            f_real = _features(real, extract, side, args.batch, device, said)
-            f_fake = _features(fake, extract, side, args.batch, device, said)
-            result.update(n_real=len(real), n_fake=len(fake), dim=f_real.shape[1])
-            if args.metric == "fid":
-                a, b = metrics.FeatureStats().update(f_real), metrics.FeatureStats().update(f_fake)
-                result["fid"] = a.frechet_distance(b)
-            else:
-                size = min(args.subset_size, len(real), len(fake))
-                kid = metrics.kernel_inception_distance(f_real, f_fake, subsets=args.subsets, subset_size=size,
-                                                        seed=args.seed)
-                result.update(kid_mean=kid.mean, kid_std=kid.std, subset_size=size, subsets=args.subsets)
-    if args.metric != "lpips":
-        result["features"] = what
+        warnings.showwarning = lambda message, *_, **__: session.warn(str(message), str(message))
+        try:
+            result = {"metric": args.metric, **METRICS[args.metric](args, session)}
+        except (WeightsNotFoundError, WeightsHashError) as err:  # the registry's message: file, places, fix
+            raise GenError(str(err)) from None
     if args.json:
         print(json.dumps(result))
     else:
-        print("  ".join(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
+        print("  ".join(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}"
+                        for k, v in result.items() if not isinstance(v, list)))
     return 0
