@@ -22,7 +22,7 @@ COMMANDS = (
     ("image", "generate images from a prompt", image),
     ("video", "generate a video clip from a prompt", video),
     ("train", "train a text-conditioned denoiser on a dataset", train),
-    ("score", "score folders of images: FID, KID, IS, LPIPS", score),
+    ("score", "score folders of samples: FID, KID, IS, LPIPS, CLIPScore, FVD", score),
     ("eval", "evaluate a model: generate samples and score them", eval),
     ("data", "write a captioned dataset to disk (toy world: images or clips)", data),
     ("models", "list the model presets with parameters and GFLOPs", models),

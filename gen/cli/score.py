@@ -1,4 +1,5 @@
-"""`gen score`: score folders of images (FID, KID, IS, LPIPS, CLIPScore) and cache reference statistics.
+"""`gen score`: score folders of images (FID, KID, IS, LPIPS, CLIPScore) or clips (FVD), and cache
+reference statistics.
 
     gen score fid --real DIR|STATS.npz --fake DIR [--features toy|inception|PATH] [--save-stats FILE.npz]
     gen score kid --real DIR|STATS.npz --fake DIR [--subsets 100 --subset-size 1000]
@@ -6,6 +7,7 @@
     gen score lpips A B [--weights PATH]               # mean LPIPS of same-named images (AlexNet weights)
     gen score clip --fake DIR [--prompts FILE] [--model ViT-B-32|FOLDER] [--weights PATH] [--reduction R]
     gen score stats DIR --out FILE.npz [--features ...] # a folder's features and moments, for --real
+    gen score fvd --real DIR --fake DIR [--features toy|i3d|PATH] [--frames 16]   # folders of clips
 
 Feature spaces (fid, kid, stats): `toy` (default), the shipped toy-world judge's pooled features,
 always available; `inception`, the FID Inception under the pytorch-fid protocol, found through
@@ -32,7 +34,6 @@ from pathlib import Path
 from gen.errors import GenError
 
 METRICS: dict[str, Callable] = {}  # name -> fn(args, session) -> result dict
-LATER = ("fvd",)  # named but not built yet
 STATS_FORMAT = "gen-feature-stats/1"
 
 
@@ -46,11 +47,15 @@ def metric(name: str):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("metric", metavar="METRIC",  # METRICS is filled by the @metric functions below at import
-                        help=f"one of {', '.join(METRICS)} ({', '.join(LATER)}: not built yet)")
+                        help=f"one of {', '.join(METRICS)}")
     parser.add_argument("pair", nargs="*", metavar="FOLDER", help="lpips: the two folders; stats: the folder")
     parser.add_argument("--real", help="folder of real (reference) images, or a stats .npz from `gen score stats`")
     parser.add_argument("--fake", help="folder of generated images")
-    parser.add_argument("--features", default="toy", help="toy (default), inception, or a FID Inception weights file")
+    parser.add_argument("--features", default="toy",
+                        help="toy (default), inception or a FID Inception weights file; fvd: toy, i3d or a "
+                             "converted I3D weights file")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="fvd: frames read from the start of each clip (default 16 for i3d, whole clips for toy)")
     parser.add_argument("--save-stats", metavar="FILE.npz", help="fid/kid: also save the --real folder's statistics")
     parser.add_argument("--out", metavar="FILE.npz", help="stats: where to write the statistics")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing stats file")
@@ -491,6 +496,73 @@ def _clip(args, session: Session) -> dict:
     return out
 
 
+def _clip_folder(folder: str | None, flag: str, frames: int | None):
+    from gen.data.folders import VideoFolderDataset
+
+    if not folder:
+        raise GenError(f"{flag} FOLDER is required (a folder of clips: gif, mp4, ... or frame folders)")
+    ds = VideoFolderDataset(folder, frames=frames)
+    if len(ds) < 2:
+        raise GenError(f"{flag} {folder} holds {len(ds)} clip(s); FVD needs at least 2")
+    return ds
+
+
+def _clip_features(ds, extract: Callable, session: Session, what: str):
+    """(N, d) features of every clip of `ds`, read on worker threads, `session.batch` clips at a time."""
+    import torch
+
+    out, length = [], None
+    for chunk in _stream(range(len(ds)), lambda i: ds[i]["video"], session, f"{what} {ds.root.name}"):
+        for clip in chunk:
+            if length is None:
+                length = clip.shape[1]
+            elif clip.shape[1] != length:
+                raise GenError(f"clips in {ds.root} have different lengths ({length} and {clip.shape[1]} frames); "
+                               "pass --frames N to read the first N of each")
+        with torch.no_grad():
+            out.append(extract(torch.stack(chunk)).float().cpu())  # (B, 3, T, H, W) -> (B, d)
+    return torch.cat(out)
+
+
+@metric("fvd")
+def _fvd(args, session: Session) -> dict:
+    """FVD: Frechet distance of clip features, StyleGAN-V's statistics (covariance divided by N)."""
+    from metrics.fvd import FVD_FRAMES, check_clips, fvd, quantize
+
+    device = session.device
+    if args.features == "toy":
+        from gen.pipeline import WEIGHTS_DIR
+        from metrics.video_judge import VideoJudge
+
+        folder = WEIGHTS_DIR / "toy-judge-video"
+        judge = VideoJudge.from_pretrained(folder, device=device).eval()
+        frames, protocol = args.frames, "toy-judge-video pooled features"
+        extract = lambda x: judge.features(x.to(device))  # noqa: E731
+    else:
+        from metrics.i3d import load_i3d
+
+        explicit = args.features not in ("i3d", "inception")
+        i3d = load_i3d(args.features if explicit else None, device=device)
+        frames, protocol = args.frames or FVD_FRAMES, "stylegan-v (I3D Kinetics-400 logits, 16 frames, 224x224)"
+        if frames < FVD_FRAMES:
+            raise GenError(f"--frames {frames}: the I3D protocol needs clips of at least {FVD_FRAMES} frames")
+        extract = lambda x: i3d(quantize(check_clips(x, FVD_FRAMES)).to(device))  # noqa: E731
+    fake_ds = _clip_folder(args.fake, "--fake", frames)
+    real_ds = _clip_folder(args.real, "--real", frames)
+    try:
+        real = _clip_features(real_ds, extract, session, "real")
+        fake = _clip_features(fake_ds, extract, session, "fake")
+    except ValueError as err:  # the protocol's checks (clip length, layout)
+        raise GenError(str(err)) from None
+    d = fake.shape[1]
+    _say_bias(session, {"n_real": len(real), "n_fake": len(fake)}, d)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="covariance of n=")
+        value = fvd(real, fake)
+    return {"value": value, "fvd": value, "n": len(fake), "n_real": len(real), "dim": d,
+            "features": "toy" if args.features == "toy" else "i3d", "protocol": protocol}
+
+
 @metric("stats")
 def _stats(args, session: Session) -> dict:
     """A folder's features, mean and covariance, saved for `--real FILE.npz`."""
@@ -511,12 +583,8 @@ def run(args: argparse.Namespace) -> int:
     from gen.runtime import resolve_device
     from metrics.weights import WeightsHashError, WeightsNotFoundError
 
-    if args.metric in LATER:
-        print(f"gen: error: `gen score {args.metric}` is not built yet in this version", file=sys.stderr)
-        return 2
     if args.metric not in METRICS:
-        raise GenError(f"unknown metric {args.metric!r}; known: {', '.join(METRICS)} "
-                       f"({', '.join(LATER)}: not built yet)")
+        raise GenError(f"unknown metric {args.metric!r}; known: {', '.join(METRICS)}")
     if args.pair and args.metric not in ("lpips", "stats"):
         raise GenError(f"gen score {args.metric} takes its folders as --real/--fake, not {' '.join(args.pair)}")
     if args.save_stats and args.metric not in ("fid", "kid"):
