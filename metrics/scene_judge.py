@@ -9,6 +9,11 @@ CNN trunk (the same `ConvStage` blocks) and these heads, trained by
     size      (B, n_classes)             each class's size: logit of "big" (where present)
     relation  (B, 5)                     none / left of / right of / above / below
     wearing   (B,)                       logit: is some object wearing a hat
+    presence  (B, n_classes)             logit: is the class in the scene (trains `ClassSlots`)
+
+Colour and size are read per class from that class's slot (`ClassSlots`: attention
+over places, bound by a class's own score map), by one colour head and one size head
+shared by all classes; count, relation and wearing read the whole scene.
 
 The relation is canonical: that of the object whose class comes first in `classes`
 to the other one ("none" for scenes that are not relation scenes; wearing scenes
@@ -27,6 +32,7 @@ judge's config.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -96,13 +102,48 @@ def scene_labels(attributes: dict, classes: Sequence[str], colors: Sequence[str]
     return {"count": count, "color": color, "size": size, "relation": relation, "wearing": wearing}
 
 
+class ClassSlots(nn.Module):
+    """Per-class features bound by place: where is class k, and what is there?
+
+    A 1x1 convolution scores every place of a feature map for every class; a softmax
+    over places turns class k's scores into attention, which pools the map into one
+    layer-normalised feature vector per class, its slot (B, K, C). Heads that read slots
+    are shared by all classes, so what "red" looks like is learned once, not once per
+    class. The smooth maximum of each class's scores, log-mean-exp over places plus a
+    bias, is its presence logit: trained to say whether the class is in the scene, it
+    teaches the scores to find it.
+    """
+
+    def __init__(self, cin: int, n_classes: int):
+        super().__init__()
+        self.locate = nn.Conv2d(cin, n_classes, 1)
+        self.norm = nn.LayerNorm(cin)
+        self.presence_bias = nn.Parameter(torch.full((n_classes,), -2.0))  # most classes are absent
+        nn.init.zeros_(self.locate.weight)
+        nn.init.zeros_(self.locate.bias)
+
+    def forward(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = rearrange(self.locate(fmap), "b k h w -> b k (h w)")  # (B, K, N)
+        attention = scores.softmax(-1)  # (B, K, N)
+        slots = torch.einsum("bkn,bcn->bkc", attention, rearrange(fmap, "b c h w -> b c (h w)"))  # (B, K, C)
+        presence = torch.logsumexp(scores, -1) - math.log(scores.shape[-1]) + self.presence_bias  # (B, K)
+        return self.norm(slots), presence
+
+
 @register
 class SceneJudge(ConfiguredModule):
     """CNN over a toy scene -> per-class count, colour, size; the scene's relation and hat.
 
     Input: images (B, 3, H, W) in [-1, 1], any H and W; resized to `image_size`.
     Output: {"count": (B, K, 4), "color": (B, K, n_colors), "size": (B, K),
-             "relation": (B, 5), "wearing": (B,)} with K classes.
+             "relation": (B, 5), "wearing": (B,), "presence": (B, K)} with K classes
+    ("presence": logit that the class is in the scene, a training aid for `ClassSlots`).
+
+    Scene-level heads (count, relation, wearing) read the flattened final map through a
+    shared layer (it keeps where things are) next to the pooled features, both
+    layer-normalised so that neither swamps the other. Colour and size read each class's
+    slot from the map one stage earlier (twice as fine), through one head for all classes
+    (size adds a per-class bias: "big" looks different per drawing).
     """
 
     config_class = SceneJudgeConfig
@@ -111,20 +152,26 @@ class SceneJudge(ConfiguredModule):
         super().__init__(config)
         cfg = config
         self.classes, self.colors = check_vocabularies(cfg)
+        if len(cfg.channels) < 2:
+            raise ValueError(f"SceneJudge needs at least 2 trunk stages (slots read the second to last), "
+                             f"got channels {list(cfg.channels)}")
         self.stages = conv_trunk(cfg.channels, cfg.convs_per_stage)
         cin = cfg.channels[-1]
         side = cfg.image_size // 2 ** (len(cfg.channels) - 1)
         k, m = len(self.classes), len(self.colors)
-        # Counting and relations need where things are: the shared layer reads the whole map.
-        self.shared = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, cfg.hidden), nn.SiLU())
+        self.shared = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, cfg.hidden), nn.LayerNorm(cfg.hidden),
+                                    nn.SiLU())
+        self.pool_norm = nn.LayerNorm(cin)
         width = cfg.hidden + cin  # the shared layer and the pooled features side by side
+        self.slots = ClassSlots(cfg.channels[-2], k)
         self.heads = nn.ModuleDict({
             "count": nn.Linear(width, k * (MAX_COUNT + 1)),
-            "color": nn.Linear(width, k * m),
-            "size": nn.Linear(width, k),
+            "color": nn.Linear(cfg.channels[-2], m),  # per slot, shared by the classes
+            "size": nn.Linear(cfg.channels[-2], 1),  # per slot, shared by the classes
             "relation": nn.Linear(width, len(RELATION_LABELS)),
             "wearing": nn.Linear(width, 1),
         })
+        self.size_bias = nn.Parameter(torch.zeros(k))
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         return to_native_size(images, self.config.image_size, type(self).__name__)
@@ -134,15 +181,18 @@ class SceneJudge(ConfiguredModule):
         return reduce(self.stages(self.resize(images)), "b c h w -> b c", "mean")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        fmap = self.stages(self.resize(images))  # (B, C, s, s)
-        h = torch.cat([self.shared(fmap), reduce(fmap, "b c h w -> b c", "mean")], dim=-1)
+        finer = self.stages[:-1](self.resize(images))  # (B, C', 2s, 2s)
+        fmap = self.stages[-1](finer)  # (B, C, s, s)
+        scene = torch.cat([self.shared(fmap), self.pool_norm(reduce(fmap, "b c h w -> b c", "mean"))], dim=-1)
+        slots, presence = self.slots(finer)  # (B, K, C'), (B, K)
         k = len(self.classes)
         return {
-            "count": rearrange(self.heads["count"](h), "b (k n) -> b k n", k=k),
-            "color": rearrange(self.heads["color"](h), "b (k m) -> b k m", k=k),
-            "size": self.heads["size"](h),
-            "relation": self.heads["relation"](h),
-            "wearing": self.heads["wearing"](h).squeeze(-1),
+            "count": rearrange(self.heads["count"](scene), "b (k n) -> b k n", k=k),  # (B, K, 4)
+            "color": self.heads["color"](slots),  # (B, K, M)
+            "size": self.heads["size"](slots).squeeze(-1) + self.size_bias,  # (B, K)
+            "relation": self.heads["relation"](scene),  # (B, 5)
+            "wearing": self.heads["wearing"](scene).squeeze(-1),  # (B,)
+            "presence": presence,  # (B, K)
         }
 
     @torch.no_grad()
@@ -223,5 +273,5 @@ def scene_accuracy(judge: SceneJudge, images: torch.Tensor, labels: dict[str, to
     }
 
 
-__all__ = ["SceneJudge", "scene_accuracy", "stack_labels", "SceneJudgeConfig", "scene_labels", "canonical_relation",
-           "RELATION_LABELS", "SIZE_LABELS", "MAX_COUNT", "IGNORE"]
+__all__ = ["SceneJudge", "ClassSlots", "scene_accuracy", "stack_labels", "SceneJudgeConfig", "scene_labels",
+           "canonical_relation", "RELATION_LABELS", "SIZE_LABELS", "MAX_COUNT", "IGNORE"]
