@@ -91,12 +91,15 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     return report, clips
 
 
-def image_prompts(n: int, size: int, seed: int = EVAL_SEED):
-    """(captions, renders uint8 (n, H, W, 3)): toy images 0..n-1 of `seed`, half single
-    objects and half wearers in hats (the scenes the image judge reads exactly)."""
+IMAGE_KINDS = ("single", "wearing", "relation", "count")
+
+
+def image_prompts(n: int, size: int, seed: int = EVAL_SEED, kinds: tuple[str, ...] = IMAGE_KINDS):
+    """(captions, renders uint8 (n, H, W, 3)): toy images 0..n-1 of `seed`, the scene kinds
+    in turn (single objects, wearers in hats, relations, counts)."""
     from gen.toyworld import toy_image
 
-    samples = [toy_image(i, size, seed=seed, kind="single" if i % 2 == 0 else "wearing") for i in range(n)]
+    samples = [toy_image(i, size, seed=seed, kind=kinds[i % len(kinds)]) for i in range(n)]
     return [s.caption for s in samples], np.stack([s.pixels for s in samples])
 
 
@@ -105,30 +108,71 @@ def to_images(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
+def prompt_targets(prompts: list[str], judge, scene_judge=None) -> list[tuple[str, dict] | None]:
+    """Per prompt: ("image", target) for a single / wearing caption (the image judge reads it),
+    ("scene", target) for a relation / count caption (the scene judge), or None."""
+    from metrics.scene_judge import parse_scene_caption
+    from metrics.toy_judge import parse_caption
+
+    plurals, phrases = scene_grammar()
+    out = []
+    for p in prompts:  # relation / count first: "three fish" also reads as one fish
+        try:
+            target = parse_scene_caption(p, judge.classes, judge.colors, plurals, phrases)
+            out.append(("scene", target) if scene_judge is not None else None)
+            continue
+        except ValueError:
+            pass
+        try:
+            out.append(("image", parse_caption(p, judge.classes, judge.colors)))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def judge_images(images: torch.Tensor, targets: list, judge, scene_judge=None) -> tuple[dict, list]:
+    """GenEval-style accuracy of images against `prompt_targets`: per attribute kind (object,
+    color, hat, hat_color from the image judge; count, relation from the scene judge) and
+    "all" (every attribute a prompt names right), over the prompts a judge can read."""
+    from metrics.scene_judge import judge_scenes
+    from metrics.toy_judge import judge_prompts
+
+    rows: list = [None] * len(targets)
+    report: dict = {"n": {}}
+    for who, run, judge_ in (("image", judge_prompts, judge), ("scene", judge_scenes, scene_judge)):
+        picked = [i for i, t in enumerate(targets) if t is not None and t[0] == who]
+        if not picked:
+            continue
+        result = run(judge_, images[picked], [targets[i][1] for i in picked])
+        keys = ("object", "color", "hat", "hat_color") if who == "image" else ("count", "relation")
+        for k in keys:
+            report[k], report["n"][k] = result[k], result["n"][k]
+        for i, row in zip(picked, result["per_image"]):
+            rows[i] = row
+    scored = [row["correct"]["all"] for row in rows if row is not None]
+    report["all"], report["n"]["all"] = (sum(scored) / len(scored) if scored else None), len(scored)
+    return report, rows
+
+
 def evaluate_image(pipe, judge, n: int = 200, prompts: list[str] | None = None, steps=None, sampler=None,
                    cfg=None, batch: int = 25, seed: int = EVAL_SEED, kid_subsets: int = 100,
-                   progress=None) -> tuple[dict, torch.Tensor]:
-    """Generate n images and score them: the image judge's attribute accuracy (GenEval-style),
-    toy FID and KID in the judge's feature space against n fresh renders.
+                   scene_judge=None, progress=None) -> tuple[dict, torch.Tensor]:
+    """Generate n images and score them: GenEval-style attribute accuracy (the image judge for
+    single objects and wearers, the scene judge, when given, for relations and counts), toy
+    FID and KID in the image judge's feature space against n fresh renders.
 
-    Prompts: `prompts` (cycled to n; those the judge cannot read, e.g. relations, count for
-    FID/KID only) or fresh toy captions (half single objects, half wearers). Returns
-    (report, images (n, 3, H, W) in [-1, 1] on the CPU)."""
+    Prompts: `prompts` (cycled to n; those no judge can read count for FID/KID only) or fresh
+    toy captions of every scene kind in turn. Returns (report, images (n, 3, H, W) in [-1, 1]
+    on the CPU)."""
     from metrics.kid import kernel_inception_distance
     from metrics.stats import feature_stats, frechet_distance
-    from metrics.toy_judge import judge_prompts, parse_caption
 
     d = pipe.defaults
     size = d.size
-    fresh, renders = image_prompts(n, size, seed)
+    kinds = IMAGE_KINDS if scene_judge is not None else IMAGE_KINDS[:2]
+    fresh, renders = image_prompts(n, size, seed, kinds)
     prompts = fresh if prompts is None else [prompts[i % len(prompts)] for i in range(n)]
-    targets, unread = [], 0
-    for p in prompts:
-        try:
-            targets.append(parse_caption(p, judge.classes, judge.colors))
-        except ValueError:
-            targets.append({})  # nothing the judge can check: scored for FID/KID only
-            unread += 1
+    targets = prompt_targets(prompts, judge, scene_judge)
     start = time.perf_counter()
     chunks = []
     for i in range(0, n, batch):
@@ -144,18 +188,28 @@ def evaluate_image(pipe, judge, n: int = 200, prompts: list[str] | None = None, 
         with torch.no_grad():
             return torch.cat([judge.eval().features(c.to(device)).float().cpu() for c in x.split(256)]).double()
 
-    scored = [i for i, t in enumerate(targets) if t]
+    generated, rows = judge_images(images, targets, judge, scene_judge)
+    ceiling, _ = judge_images(real, prompt_targets(fresh, judge, scene_judge), judge, scene_judge)
+    unread = sum(t is None for t in targets)
     report = {"n": n, "seed": seed, "size": size, "steps": steps or d.steps, "sampler": sampler or d.sampler,
-              "cfg": d.cfg if cfg is None else cfg, "prompts_judged": len(scored), "prompts_unread": unread}
-    if scored:
-        result = judge_prompts(judge, images[scored], [targets[i] for i in scored])
-        report["generated"] = {k: v for k, v in result.items() if k != "per_image"}
-        report["per_image"] = [{"prompt": prompts[i], **row} for i, row in zip(scored, result["per_image"])]
-    ceiling = judge_prompts(judge, real, [parse_caption(p, judge.classes, judge.colors) for p in fresh])
-    report["renders"] = {k: v for k, v in ceiling.items() if k != "per_image"}
+              "cfg": d.cfg if cfg is None else cfg, "prompts_judged": n - unread, "prompts_unread": unread,
+              "generated": generated, "renders": ceiling,
+              "per_image": [{"prompt": p, **row} for p, row in zip(prompts, rows) if row is not None]}
     fake_f, real_f = features(images), features(real)
     report["toy_fid"] = frechet_distance(*feature_stats(fake_f), *feature_stats(real_f))
     kid = kernel_inception_distance(real_f, fake_f, subsets=kid_subsets, subset_size=min(1000, n))
     report["toy_kid"] = {"mean": kid.mean, "std": kid.std}
     report["seconds_per_image"] = seconds / n
     return report, images
+
+
+def scene_grammar() -> tuple[dict[str, str], dict[str, str]]:
+    """(plural noun -> class, relation phrase -> relation or "next to") of the toy caption
+    grammar, for metrics.scene_judge.parse_scene_caption."""
+    from gen.toyworld.captions import RELATION_WORDS, SIDE_BY_SIDE
+    from gen.toyworld.shapes import DRAWINGS
+
+    plurals = {d.plural: name for name, d in DRAWINGS.items()}
+    phrases = {words: relation for relation, options in RELATION_WORDS.items() for words in options}
+    phrases.update({words: "next to" for words in SIDE_BY_SIDE})
+    return plurals, phrases

@@ -98,7 +98,10 @@ def _save_difference(module, base_module, folder: Path, dtype) -> None:
     base = _floats(base_module, dtype)
     own = {k: v.contiguous() for k, v in _floats(module, dtype).items()
            if not (k in base and base[k].shape == v.shape and torch.equal(base[k], v))}
-    save_file(own, str(folder / "model.safetensors"), metadata={"class": type(module).__name__, "base": "yes"})
+    from models.base import WEIGHTS_NAME, _atomic_write
+
+    _atomic_write(folder / WEIGHTS_NAME,
+                  lambda tmp: save_file(own, tmp, metadata={"class": type(module).__name__, "base": "yes"}))
 
 
 def _load_difference(folder: Path, base_module, device):

@@ -33,7 +33,7 @@ judge's config.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -273,5 +273,105 @@ def scene_accuracy(judge: SceneJudge, images: torch.Tensor, labels: dict[str, to
     }
 
 
+SIZE_WORDS = ("small", "big")
+NEXT_TO = "next to"  # a side-by-side phrase: left of or right of
+
+
+def _noun_phrase(words: Sequence[str], classes, colors, plurals) -> dict | None:
+    """{"class", "color", "size", "plural"} of words ending in an object noun, or None."""
+    if not words:
+        return None
+    noun = words[-1]
+    cls = noun if noun in classes else plurals.get(noun)
+    if cls is None:
+        return None
+    before = words[:-1]
+    return {"class": cls, "color": next((w for w in before if w in colors), None),
+            "size": next((w for w in before if w in SIZE_WORDS), None), "plural": noun not in classes}
+
+
+def parse_scene_caption(caption: str, classes: Sequence[str], colors: Sequence[str],
+                        plurals: Mapping[str, str], relation_words: Mapping[str, str]) -> dict:
+    """The targets a relation or count caption of the toy grammar asks for.
+
+        "a small gray ball left of a yellow hat"
+            -> {"kind": "relation", "subject": {"class": "ball", "color": "gray", "size": "small"},
+                "relation": "left of", "object": {"class": "hat", "color": "yellow", "size": None}}
+        "three big gray trees" -> {"kind": "count", "class": "tree", "count": 3, "color": "gray", "size": "big"}
+
+    `plurals` maps plural nouns to classes, `relation_words` phrases to a relation (or
+    "next to" for either side); the caller takes both from the grammar (`metrics` never
+    imports the toy world). Other captions raise ValueError.
+    """
+    classes, colors = set(classes), set(colors)
+    words = caption.lower().replace(",", " ").replace(".", " ").split()
+    numbers = {"two": 2, "three": 3}
+    for i, w in enumerate(words):
+        if w in numbers:
+            phrase = _noun_phrase(words[i + 1:], classes, colors, plurals)
+            if phrase is None:  # ("fish" is its own plural)
+                break
+            return {"kind": "count", "class": phrase["class"], "count": numbers[w], "color": phrase["color"],
+                    "size": phrase["size"]}
+    text = " ".join(words)
+    for words_ in sorted(relation_words, key=len, reverse=True):  # "to the left of" before "left of"
+        left, sep, right = text.partition(f" {words_} ")
+        if not sep:
+            continue
+        subject = _noun_phrase(left.split(), classes, colors, plurals)
+        other = _noun_phrase([w for w in right.split() if w not in ("a", "an", "the")], classes, colors, plurals)
+        if subject and other and not subject["plural"] and not other["plural"]:
+            drop = lambda d: {k: d[k] for k in ("class", "color", "size")}  # noqa: E731
+            return {"kind": "relation", "subject": drop(subject), "relation": relation_words[words_],
+                    "object": drop(other)}
+    raise ValueError(f"caption {caption!r} is not a relation or count caption of the toy grammar")
+
+
+def judge_scenes(judge: "SceneJudge", images: torch.Tensor, targets: Sequence[dict]) -> dict:
+    """Score images against relation / count targets (`parse_scene_caption`), GenEval-style:
+    an image is right when every attribute its prompt names is right.
+
+    count: the named class appears exactly that many times (and in the named colour and
+    size); relation: both named objects are there in their named colours and sizes, and
+    the predicted relation between them is the one asked ("next to": left or right).
+    Returns {"per_image": [...], "count": acc, "relation": acc, "all": acc, "n": {...}}.
+    """
+    if len(images) != len(targets):
+        raise ValueError(f"got {len(images)} images but {len(targets)} targets: one target per image")
+    predictions = judge.predict(images)
+    per_image = []
+
+    def looks(obj: dict, seen: dict) -> bool:
+        return (obj.get("color") in (None, seen["color"])) and (obj.get("size") in (None, seen["size"]))
+
+    for pred, t in zip(predictions, targets):
+        objects = pred["objects"]
+        if t["kind"] == "count":
+            seen = objects.get(t["class"])
+            ok = seen is not None and seen["count"] == t["count"] and looks(t, seen)
+        else:
+            a, b = t["subject"], t["object"]
+            ok = a["class"] != b["class"] and all(o["class"] in objects and objects[o["class"]]["count"] == 1
+                                                  and looks(o, objects[o["class"]]) for o in (a, b))
+            if ok:
+                wanted = ("left of", "right of") if t["relation"] == NEXT_TO else (t["relation"],)
+                relation, pair = pred["relation"], pred["relation_pair"]
+                ok = pair is not None and any(
+                    canonical_relation(a["class"], r, b["class"], judge.classes) == (pair[0], relation, pair[1])
+                    for r in wanted)
+        per_image.append({"prediction": pred, "correct": {"count": ok if t["kind"] == "count" else None,
+                                                          "relation": ok if t["kind"] == "relation" else None,
+                                                          "all": ok}})
+
+    def accuracy(key):
+        scored = [row["correct"][key] for row in per_image if row["correct"][key] is not None]
+        return (sum(scored) / len(scored) if scored else None), len(scored)
+
+    report: dict = {"per_image": per_image, "n": {}}
+    for key in ("count", "relation", "all"):
+        report[key], report["n"][key] = accuracy(key)
+    return report
+
+
 __all__ = ["SceneJudge", "ClassSlots", "scene_accuracy", "stack_labels", "SceneJudgeConfig", "scene_labels",
-           "canonical_relation", "RELATION_LABELS", "SIZE_LABELS", "MAX_COUNT", "IGNORE"]
+           "parse_scene_caption", "judge_scenes", "canonical_relation", "RELATION_LABELS", "SIZE_LABELS", "MAX_COUNT", "IGNORE"]

@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--ckpt-every", type=int, default=1000)
     parser.add_argument("--sample-every", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--init", default=None,
+                        help="continue from this video pipeline (a later stage) instead of the image model")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained pipeline into gen/weights")
     args = parser.parse_args()
     if args.ship:
@@ -71,9 +74,14 @@ def main() -> None:
         return
     from gen.train import TrainConfig, train
 
+    recipe = dict(RECIPE)
+    if args.init:
+        recipe.update(init=args.init, warmup=50)
+    if args.lr:
+        recipe.update(lr=args.lr)
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
                       max_minutes=args.minutes, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
-                      log_every=50, **RECIPE)
+                      log_every=50, **recipe)
     print(train(cfg, resume=args.resume, device=args.device))
 
 

@@ -34,33 +34,47 @@ def judge():
     return ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image")
 
 
-def test_a_generator_that_draws_the_renders_scores_like_them(judge):
-    n = 12
-    _, renders = image_prompts(n, 32, seed=5)
-    report, images = evaluate_image(Perfect(renders, 32), judge, n=n, seed=5, kid_subsets=5)
+@pytest.fixture(scope="module")
+def scene():
+    from metrics.scene_judge import SceneJudge
+
+    return SceneJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-scene")
+
+
+def test_a_generator_that_draws_the_renders_scores_like_them(judge, scene):
+    n = 16
+    _, renders = image_prompts(n, 32, seed=5)  # every scene kind in turn
+    report, images = evaluate_image(Perfect(renders, 32), judge, n=n, seed=5, kid_subsets=5, scene_judge=scene)
     assert images.shape == (n, 3, 32, 32)
     assert report["generated"] == report["renders"]
-    assert report["renders"]["all"] == 1.0  # the shipped judge reads these renders right
+    assert report["renders"]["all"] == 1.0  # the shipped judges read these renders right
+    assert report["generated"]["n"] == {"object": 8, "color": report["generated"]["n"]["color"], "hat": 8,
+                                        "hat_color": report["generated"]["n"]["hat_color"], "count": 4,
+                                        "relation": 4, "all": 16}
     assert report["toy_fid"] == pytest.approx(0.0, abs=1e-4)
     assert report["prompts_judged"] == n and report["prompts_unread"] == 0
 
 
-def test_a_generator_of_the_wrong_pictures_scores_worse(judge):
-    n = 12
+def test_a_generator_of_the_wrong_pictures_scores_worse(judge, scene):
+    n = 16
     _, renders = image_prompts(n, 32, seed=5)
-    shuffled = renders[[(i + 1) % n for i in range(n)]]  # every prompt gets another prompt's render
-    report, _ = evaluate_image(Perfect(shuffled, 32), judge, n=n, seed=5, kid_subsets=5)
+    shuffled = renders[[(i + 4) % n for i in range(n)]]  # every prompt gets another prompt's render (same kind)
+    report, _ = evaluate_image(Perfect(shuffled, 32), judge, n=n, seed=5, kid_subsets=5, scene_judge=scene)
     assert report["generated"]["all"] < 0.5
+    assert report["generated"]["count"] < 1 and report["generated"]["relation"] < 1
     assert report["toy_fid"] == pytest.approx(0.0, abs=1e-4)  # same set of images: same distribution
 
 
-def test_prompts_the_judge_cannot_read_count_for_fid_only(judge):
+def test_prompts_no_judge_can_read_count_for_fid_only(judge, scene):
     n = 4
     _, renders = image_prompts(n, 32, seed=5)
-    prompts = ["a red cat", "two blue balls", "a cat left of a dog", "a green bird in a red hat"]
-    report, _ = evaluate_image(Perfect(renders, 32), judge, n=n, prompts=prompts, seed=5, kid_subsets=2)
-    assert report["prompts_judged"] == 2 and report["prompts_unread"] == 2
-    assert report["generated"]["n"]["object"] == 2
+    prompts = ["a red cat", "two blue balls", "a cat left of a dog", "a dragon in a castle"]
+    report, _ = evaluate_image(Perfect(renders, 32), judge, n=n, prompts=prompts, seed=5, kid_subsets=2,
+                               scene_judge=scene)
+    assert report["prompts_judged"] == 3 and report["prompts_unread"] == 1
+    assert report["generated"]["n"]["object"] == 1 and report["generated"]["n"]["count"] == 1
+    without, _ = evaluate_image(Perfect(renders, 32), judge, n=n, prompts=prompts, seed=5, kid_subsets=2)
+    assert without["prompts_judged"] == 1  # no scene judge: relations and counts go unread
 
 
 @pytest.fixture(scope="module")

@@ -208,10 +208,12 @@ def test_eval_vae_errors(tiny_vae, tmp_path, monkeypatch, capsys):
     assert "toy-vae is not installed" in error(["eval", "vae"])
 
 
-def test_eval_judge_reports_the_shipped_judge_on_fresh_renders(capsys):
+def test_eval_judge_reports_every_shipped_judge_on_fresh_renders(capsys):
     from gen.cli import main
 
     assert main(["eval", "judge", "--n", "60", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["n"] == 60 and report["seed"] == 4242
-    assert all(v >= 0.95 for v in report["accuracy"].values()), report
+    reports = json.loads(capsys.readouterr().out)
+    assert [r["judge"] for r in reports] == ["toy-judge-image", "toy-judge-scene", "toy-judge-video", "toy-judge-video"]
+    for report in reports:
+        assert report["n"] == 60 and report["seed"] == 4242
+        assert all(v >= 0.95 for v in report["accuracy"].values()), report

@@ -173,3 +173,33 @@ def test_the_shipped_scene_judge_reads_fresh_renders():
     data = script.render(300, 32, 20261128, workers=1)  # a seed no training run used
     accuracy = script.evaluate(judge, data)
     assert min(accuracy[k] for k in ("count", "color", "size", "relation", "wearing")) >= 0.98, accuracy
+
+
+def test_scene_captions_parse_to_their_scenes_and_the_shipped_judge_reads_them():
+    from gen.evaluate import scene_grammar
+    from gen.pipeline import WEIGHTS_DIR
+    from metrics.scene_judge import judge_scenes, parse_scene_caption
+
+    plurals, phrases = scene_grammar()
+    samples = [toy_image(i, size=32, seed=77, kind=("relation", "count")[i % 2]) for i in range(120)]
+    targets = []
+    for s in samples:
+        t = parse_scene_caption(s.caption, OBJECTS, COLS, plurals, phrases)
+        objs = s.attributes["objects"]
+        if s.attributes["kind"] == "count":
+            assert t["kind"] == "count" and t["count"] == len(objs) and t["class"] == objs[0]["class"]
+            assert t["color"] in (None, objs[0]["color"]) and t["size"] in (None, objs[0]["size"])
+        else:
+            assert t["kind"] == "relation"
+            named = {t["subject"]["class"], t["object"]["class"]}
+            assert named == {o["class"] for o in objs}, s.caption
+        targets.append(t)
+    with pytest.raises(ValueError, match="not a relation or count caption"):
+        parse_scene_caption("a red cat", OBJECTS, COLS, plurals, phrases)
+    judge = SceneJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-scene")
+    images = torch.from_numpy(np.stack([s.pixels for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    report = judge_scenes(judge, images, targets)
+    assert report["count"] >= 0.98 and report["relation"] >= 0.98, report
+    # the same images against each other's prompts: mostly wrong
+    shifted = judge_scenes(judge, images, targets[2:] + targets[:2])
+    assert shifted["all"] < 0.3, shifted

@@ -77,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
     if args.target in ("image", "video"):
         return evaluate_model(args)
     if args.target == "judge":
-        result = evaluate_judge(n=args.n, size=args.size or 32, seed=_data_seed(args), device=args.device)
+        results = evaluate_judges(n=args.n, size=args.size or 32, seed=_data_seed(args), device=args.device)
         if args.json:
-            print(json.dumps(result))
+            print(json.dumps(results))
         else:
-            print(f"toy-judge-image on {result['n']} fresh renders ({result['size']}x{result['size']}, "
-                  f"seed {result['seed']}): " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["accuracy"].items()))
+            for r in results:
+                print(f"{r['judge']} on {r['n']} fresh {r['data']} (seed {r['seed']}): "
+                      + ", ".join(f"{k} {100 * v:.2f}%" for k, v in r["accuracy"].items()))
         return 0
     result = evaluate_vae(model=args.model, n=args.n, size=args.size, video=args.video, frames=args.frames,
                           batch=args.batch, seed=_data_seed(args), device=args.device)
@@ -120,7 +121,43 @@ def evaluate_judge(n: int, size: int, seed: int, device: str = "auto") -> dict:
         if wearing:
             right["hat_color"].append(p["hat_color"] == objs[1]["color"])
     return {"judge": "toy-judge-image", "n": n, "size": size, "seed": seed,
+            "data": f"renders ({size}x{size}, half single objects, half wearers)",
             "accuracy": {k: sum(v) / len(v) for k, v in right.items()}}
+
+
+def evaluate_judges(n: int, size: int, seed: int, device: str = "auto") -> list[dict]:
+    """Every shipped judge's accuracy per head on fresh renders of toy-world seed `seed`:
+    the image judge (main object), the scene judge (every object, relation, hat) and the
+    video judge (object, colour, motion; clips of 16 frames at 8 fps and 8 at 4 fps)."""
+    import numpy as np
+    import torch
+
+    from gen.pipeline import WEIGHTS_DIR
+    from gen.runtime import resolve_device
+    from gen.toyworld import COLORS, OBJECTS, toy_clip, toy_image
+    from metrics.scene_judge import SceneJudge, scene_accuracy, scene_labels, stack_labels
+    from metrics.video_judge import VideoJudge, judge_clips
+
+    results = [evaluate_judge(n, size, seed, device)]
+    dev = resolve_device(device)
+    scene = SceneJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-scene", device=dev)
+    samples = [toy_image(i, size, seed=seed) for i in range(n)]
+    images = torch.from_numpy(np.stack([s.pixels for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    labels = stack_labels([scene_labels(s.attributes, OBJECTS, tuple(COLORS)) for s in samples])
+    results.append({"judge": "toy-judge-scene", "n": n, "size": size, "seed": seed,
+                    "data": f"renders ({size}x{size}, every scene kind)",
+                    "accuracy": scene_accuracy(scene, images, labels)})
+    video = VideoJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-video", device=dev)
+    for frames, fps in ((16, 8.0), (8, 4.0)):
+        clips = [toy_clip(i, size=size, frames=frames, fps=fps, seed=seed) for i in range(n)]
+        x = torch.from_numpy(np.stack([c.pixels for c in clips])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+        truth = [{"class": c.attributes["objects"][0]["class"], "color": c.attributes["objects"][0]["color"],
+                  "motion": c.attributes["motion"]["kind"]} for c in clips]
+        report = judge_clips(video, x, truth)
+        results.append({"judge": "toy-judge-video", "n": n, "size": size, "seed": seed,
+                        "data": f"clips ({frames} frames at {fps:g} fps, {size}x{size})",
+                        "accuracy": {k: report[k] for k in ("object", "color", "motion", "all")}})
+    return results
 
 
 def _new_folder(args) -> "Path":
@@ -178,12 +215,15 @@ def evaluate_model(args) -> int:
             report, samples = evaluate_video(pipe, judge, image_judge, n=args.n, steps=args.steps,
                                              sampler=args.sampler, cfg=args.cfg, seed=seed, progress=progress)
         else:
+            from metrics.scene_judge import SceneJudge
             from metrics.toy_judge import ImageJudge
 
             pipe = Pipeline.from_pretrained(args.model, device=device)
             judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device)
+            scene = SceneJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-scene", device=device)
             report, samples = evaluate_image(pipe, judge, n=args.n, prompts=prompts, steps=args.steps,
-                                             sampler=args.sampler, cfg=args.cfg, seed=seed, progress=progress)
+                                             sampler=args.sampler, cfg=args.cfg, seed=seed, scene_judge=scene,
+                                             progress=progress)
     finally:
         bar.close()
     report["model"] = args.model
@@ -215,7 +255,8 @@ def evaluate_model(args) -> int:
 def markdown_report(target: str, r: dict) -> str:
     """The report as a Markdown table (accuracy per attribute, generated vs renders) and the scores."""
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    keys = ("object", "color", "motion", "all") if target == "video" else ("object", "color", "hat", "hat_color", "all")
+    keys = (("object", "color", "motion", "all") if target == "video"
+            else ("object", "color", "hat", "hat_color", "count", "relation", "all"))
     g, c = r.get("generated", {}), r["renders"]
     lines = [f"# gen eval {target}: {r.get('model', '')}", "",
              f"{r['n']} samples, {r['sampler']} {r['steps']} steps, cfg {r['cfg']}, toy-world seed {r['seed']}", "",
@@ -231,7 +272,7 @@ def markdown_report(target: str, r: dict) -> str:
         lines += [f"- toy FID: {r['toy_fid']:.3f}",
                   f"- toy KID: {r['toy_kid']['mean']:.5f} +- {r['toy_kid']['std']:.5f}"]
         if r.get("prompts_unread"):
-            lines.append(f"- {r['prompts_unread']} prompts the judge cannot read (scored for FID/KID only)")
+            lines.append(f"- {r['prompts_unread']} prompts no judge can read (scored for FID/KID only)")
     return "\n".join(lines) + "\n"
 
 

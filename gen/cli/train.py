@@ -31,7 +31,7 @@ FLAGS = {
     "--vae": ("vae", str, "image/video: train in this VAE's latent space (folder or shipped name)"),
     "--kl-weight": ("kl_weight", float, "vae: weight of the KL term (default 1e-6)"),
     "--recon-loss": ("recon_loss", str, "vae: l1 (default) or l2"),
-    "--init": ("init", str, "vae: start from this VAE's weights; video: from this image pipeline"),
+    "--init": ("init", str, "vae: start from this VAE's weights; video: from this image (or video) pipeline"),
     "--log-every": ("log_every", int, "steps between log lines"),
     "--sample-every": ("sample_every", int, "steps between sample grids (0: never)"),
     "--ckpt-every": ("ckpt_every", int, "steps between checkpoints"),

@@ -36,7 +36,7 @@ class TrainConfig:
     vae: str | None = None  # latent diffusion: a VAE folder or shipped name
     cache_latents: bool = False  # encode each training image once and keep its latents
     vae_config: dict = field(default_factory=dict)  # kind "vae": ImageVAEConfig fields (factor, ...)
-    init: str | None = None  # vae: start from this VAE's weights; video: from this image pipeline
+    init: str | None = None  # vae: start from this VAE's weights; video: from this image or video pipeline
     freeze_spatial: bool = False  # video with init: train only the temporal layers (a motion module)
     image_ratio: float = 0.0  # video: share of steps on a batch of images, as one-frame clips (joint training)
     image_data: str | None = None  # video with image_ratio: the image dataset (default: toy for toy-video)

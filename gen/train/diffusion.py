@@ -106,24 +106,27 @@ class DiffusionTask:
         return dataset, model
 
     def from_image_model(self, in_channels: int):
-        """(video denoiser, text encoder) started from the image pipeline cfg.init: its
-        spatial layers and text encoder, new temporal layers at identity."""
+        """(video denoiser, text encoder) started from the pipeline cfg.init: an image model's
+        spatial layers and text encoder with new temporal layers at identity, or a video
+        model's every weight (to continue training it)."""
         import models
-        from gen.pipeline import Pipeline
+        from gen.pipeline import load_pipeline
 
         cfg = self.cfg
-        image = Pipeline.from_pretrained(cfg.init)
-        if (image.vae is None) != (self.vae is None):
-            raise GenError(f"--init {cfg.init} works in {'pixel' if image.vae is None else 'latent'} space "
+        start = load_pipeline(cfg.init)
+        if (start.vae is None) != (self.vae is None):
+            raise GenError(f"--init {cfg.init} works in {'pixel' if start.vae is None else 'latent'} space "
                            f"but this run in {'pixel' if self.vae is None else 'latent'} space; match --vae")
-        if image.denoiser.config.in_channels != in_channels:
-            raise GenError(f"--init {cfg.init} has {image.denoiser.config.in_channels} input channels, "
+        if start.denoiser.config.in_channels != in_channels:
+            raise GenError(f"--init {cfg.init} has {start.denoiser.config.in_channels} input channels, "
                            f"this run needs {in_channels}")
+        if start.kind == "video":
+            return start.denoiser, start.text_encoder
         try:
-            denoiser = models.video_from_image(image.denoiser, frames=cfg.frames, **cfg.model_overrides)
+            denoiser = models.video_from_image(start.denoiser, frames=cfg.frames, **cfg.model_overrides)
         except ValueError as err:
             raise GenError(f"--init {cfg.init}: {err}") from None
-        return denoiser, image.text_encoder
+        return denoiser, start.text_encoder
 
     @torch.no_grad()
     def clean(self, batch) -> torch.Tensor:
