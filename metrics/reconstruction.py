@@ -81,11 +81,16 @@ def alexnet_weights_path() -> Path:
     return torch_hub_checkpoints() / spec("alexnet").filename
 
 
-def lpips_network(device: torch.device | str = "cpu", weights: str | Path | None = None,
-                  verify_hash: bool | None = None, missing_ok: bool = True):
-    """torchmetrics' LPIPS network (AlexNet backbone, the packaged v0.1 linear heads), frozen, in eval mode.
+LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16"}  # net -> registry name of its torchvision weights
 
-    The backbone file is `metrics.weights.resolve("alexnet", path=weights)`: `weights` (a file or
+
+def lpips_network(device: torch.device | str = "cpu", weights: str | Path | None = None,
+                  verify_hash: bool | None = None, missing_ok: bool = True, net: str = "alex"):
+    """torchmetrics' LPIPS network (AlexNet or VGG16 backbone, the packaged v0.1 linear heads),
+    frozen, in eval mode.
+
+    `net`: "alex" (default, the LPIPS paper's recommended variant) or "vgg". The backbone file
+    is `metrics.weights.resolve("alexnet" or "vgg16", path=weights)`: `weights` (a file or
     its folder) when given, else the registry's lookup (`$GEN_WEIGHTS`, the torch hub cache, ...).
     `verify_hash`: None (default) checks files found in caches and trusts an explicit `weights`
     (module docstring); True/False force it. Returns None when no file is found and `missing_ok`
@@ -93,27 +98,29 @@ def lpips_network(device: torch.device | str = "cpu", weights: str | Path | None
     WeightsNotFoundError, which names every place looked in. A cache file with the wrong hash
     is always an error (WeightsHashError). Read with `torch.load(weights_only=True)`: tensors only.
     """
-    from metrics.weights import WeightsNotFoundError, load_state_dict, resolve
+    from metrics.weights import REGISTRY, WeightsNotFoundError, load_state_dict, resolve
 
+    if net not in LPIPS_BACKBONES:
+        raise ValueError(f"LPIPS net must be one of {', '.join(LPIPS_BACKBONES)}, got {net!r}")
     verify = weights is None if verify_hash is None else verify_hash
     try:
-        path = resolve("alexnet", path=weights, verify_hash=verify)
+        path = resolve(LPIPS_BACKBONES[net], path=weights, verify_hash=verify)
     except WeightsNotFoundError:
         if missing_ok and weights is None:
             return None
         raise
     from torchmetrics.functional.image.lpips import _NoTrainLpips
 
-    network = _NoTrainLpips(net="alex", pretrained=True, pnet_rand=True)  # heads loaded, backbone random
-    state = load_state_dict(path)  # torchvision AlexNet keys: features.{i}.weight / .bias (classifier ignored)
+    network = _NoTrainLpips(net=net, pretrained=True, pnet_rand=True)  # heads loaded, backbone random
+    state = load_state_dict(path)  # torchvision keys: features.{i}.weight / .bias (classifier ignored)
     slices = [getattr(network.net, f"slice{k}") for k in range(1, 6)]
-    features = {f"slice{k}.{i}.{p}": f"features.{i}.{p}"  # slice k holds alexnet.features[i]
+    features = {f"slice{k}.{i}.{p}": f"features.{i}.{p}"  # slice k holds features[i], by its index
                 for k, block in enumerate(slices, 1) for i, layer in block.named_children()
                 for p, _ in layer.named_parameters()}
     missing = [v for v in features.values() if v not in state]
     if missing:
-        raise ValueError(f"{path} is not a torchvision AlexNet state dict (no {', '.join(missing[:3])}); "
-                         f"LPIPS needs {alexnet_weights_path().name} or a copy with the same keys")
+        raise ValueError(f"{path} is not a torchvision {net} state dict (no {', '.join(missing[:3])}); LPIPS "
+                         f"needs {REGISTRY[LPIPS_BACKBONES[net]].filename} or a copy with the same keys")
     network.net.load_state_dict({k: state[v] for k, v in features.items()})
     return network.to(device).eval()
 
@@ -138,5 +145,5 @@ def lpips(network, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return distance.view(-1, frames).mean(dim=1)
 
 
-__all__ = ["psnr", "psnr_over_batches", "mean_psnr", "summarize_psnr", "alexnet_weights_path",
+__all__ = ["LPIPS_BACKBONES", "psnr", "psnr_over_batches", "mean_psnr", "summarize_psnr", "alexnet_weights_path",
            "lpips_network", "lpips", "LPIPS_MIN_SIDE"]

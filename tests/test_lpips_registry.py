@@ -92,3 +92,31 @@ def test_cache_files_are_checked_named_files_are_not(alexnet_file, caches):
         lpips_network(weights=alexnet_file, verify_hash=True)
     with pytest.raises(WeightsNotFoundError, match="no file at"):
         lpips_network(weights=caches / "missing.pth")  # a named file that is not there is an error, not None
+
+
+def test_vgg_backbone_matches_the_lpips_package(tmp_path, monkeypatch):
+    import lpips as lpips_package
+    import torchvision
+
+    torch.manual_seed(2)
+    vgg = torchvision.models.vgg16()
+    state = {k: v for k, v in vgg.state_dict().items() if k.startswith("features.")}
+    path = tmp_path / "random-vgg16.pth"
+    torch.save(state, path)
+    network = lpips_network(weights=path, net="vgg")  # a named file: taken as given
+    build = torchvision.models.vgg16
+
+    def vgg16(*args, **kwargs):  # what lpips calls as tv.vgg16(pretrained=True)
+        net = build()
+        net.load_state_dict(state, strict=False)
+        return net
+
+    monkeypatch.setattr(lpips_package.pretrained_networks.tv, "vgg16", vgg16)
+    reference = lpips_package.LPIPS(net="vgg", verbose=False).eval()
+    x, y = images(3), images(4)
+    with torch.no_grad():
+        got, expected = lpips(network, x, y), reference(x, y).flatten()
+    assert got.min() > 0.01
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="net must be one of"):
+        lpips_network(weights=path, net="squeeze")

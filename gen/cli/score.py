@@ -62,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", metavar="FILE", help="clip: one prompt per line, for the images sorted by name")
     parser.add_argument("--model", default="ViT-B-32", help="clip: open_clip model name or model folder")
     parser.add_argument("--weights", help="clip, lpips: the weights file to use (taken as given, not hash-checked)")
+    parser.add_argument("--net", default="alex", choices=("alex", "vgg"), help="lpips: the backbone (default alex)")
     parser.add_argument("--reduction", default="torchmetrics", choices=("torchmetrics", "hessel", "hessel2021"),
                         help="clip: max(100 mean cos, 0) (torchmetrics) or mean 2.5 max(cos, 0) (Hessel et al.)")
     parser.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
@@ -411,7 +412,7 @@ def _lpips(args, session: Session) -> dict:
     pairs = [(i, names_b[r["file_name"]]) for i, r in enumerate(a.records) if r["file_name"] in names_b]
     if not pairs:
         raise GenError(f"{args.pair[0]} and {args.pair[1]} share no file names; LPIPS compares same-named images")
-    network = lpips_network(session.device, weights=args.weights, missing_ok=False)
+    network = lpips_network(session.device, weights=args.weights, missing_ok=False, net=args.net)
 
     def load(pair):
         x, y = (to_model_range(_read(ds, k)) for ds, k in zip((a, b), pair))
@@ -429,7 +430,8 @@ def _lpips(args, session: Session) -> dict:
     v = torch.cat(values)
     mean, std = v.mean().item(), (v.std().item() if len(v) > 1 else 0.0)
     return {"value": mean, "lpips_mean": mean, "lpips_std": std, "n": len(v), "pairs": len(v),
-            "features": "lpips-alex", "protocol": "torchmetrics LPIPS v0.1 (AlexNet), sides < 64 upsampled"}
+            "features": f"lpips-{args.net}",
+            "protocol": f"torchmetrics LPIPS v0.1 ({'AlexNet' if args.net == 'alex' else 'VGG16'}), sides < 64 upsampled"}
 
 
 def _prompts(args, ds) -> tuple[list[int], list[str]]:
