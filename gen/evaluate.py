@@ -193,7 +193,7 @@ def evaluate_image(pipe, judge, n: int = 200, prompts: list[str] | None = None, 
     unread = sum(t is None for t in targets)
     report = {"n": n, "seed": seed, "size": size, "steps": steps or d.steps, "sampler": sampler or d.sampler,
               "cfg": d.cfg if cfg is None else cfg, "prompts_judged": n - unread, "prompts_unread": unread,
-              "generated": generated, "renders": ceiling,
+              "generated": generated, "renders": ceiling, "prompts": prompts,
               "per_image": [{"prompt": p, **row} for p, row in zip(prompts, rows) if row is not None]}
     fake_f, real_f = features(images), features(real)
     report["toy_fid"] = frechet_distance(*feature_stats(fake_f), *feature_stats(real_f))
@@ -213,3 +213,22 @@ def scene_grammar() -> tuple[dict[str, str], dict[str, str]]:
     phrases = {words: relation for relation, options in RELATION_WORDS.items() for words in options}
     phrases.update({words: "next to" for words in SIDE_BY_SIDE})
     return plurals, phrases
+
+
+def clip_scores(clip, images: torch.Tensor, prompts: list[str], batch: int = 64) -> dict:
+    """CLIPScore of images (B, 3, H, W) in [-1, 1] against their prompts with an open_clip
+    model (metrics.clip_score.CLIPEmbedder): torchmetrics' reduction, per-sample cosines."""
+    from PIL import Image
+
+    from gen.pipeline import to_uint8
+    from metrics.clip_score import clip_score
+
+    pixels = to_uint8(images)
+    embeds = []
+    for i in range(0, len(pixels), batch):
+        x = torch.stack([clip.preprocess(Image.fromarray(a)) for a in pixels[i:i + batch]])
+        embeds.append(clip.image_embeds(x).cpu())
+    texts = torch.cat([clip.text_embeds(prompts[i:i + batch]).cpu() for i in range(0, len(prompts), batch)])
+    result = clip_score(torch.cat(embeds), texts, reduction="torchmetrics")
+    return {"value": result.score, "reduction": result.reduction, "model": clip.name,
+            "cosine_mean": result.cosine.mean().item(), "protocol": clip.protocol}

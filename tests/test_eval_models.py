@@ -119,3 +119,38 @@ def test_clip_prompts_match_the_toy_clips():
     captions, renders = clip_prompts(3, 16, 4, 2.0, seed=7)
     assert renders.shape == (3, 4, 16, 16, 3)
     assert captions[2] == toy_clip(2, size=16, frames=4, fps=2.0, seed=7).caption
+
+
+def test_gen_eval_image_reports_clipscore_when_a_clip_is_here(tmp_path, capsys, tiny_pipe, monkeypatch):
+    import json as json_
+
+    from open_clip.model import CLIP
+    from safetensors.torch import save_file
+
+    cfg = {"embed_dim": 16, "quick_gelu": True,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+           "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    torch.manual_seed(4)
+    save_file({k: v.contiguous() for k, v in CLIP(**cfg).state_dict().items()},
+              str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(json_.dumps({"model_cfg": cfg}))
+    out = tmp_path / "ev"
+    assert main(["eval", "image", "--model", str(tiny_pipe), "--n", "4", "--clip", str(folder),
+                 "--out", str(out), "--json"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    clip = report["clip_score"]
+    assert clip["reduction"] == "torchmetrics" and clip["value"] == pytest.approx(max(100 * clip["cosine_mean"], 0))
+    assert "CLIPScore" in (out / "report.md").read_text()
+    # the default CLIP without its weights here: the report says why, the evaluation still runs
+    for var in ("GEN_WEIGHTS", "TORCH_HOME", "HF_HUB_CACHE", "HOME"):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
+    assert main(["eval", "image", "--model", str(tiny_pipe), "--n", "2", "--out", str(tmp_path / "ev2"), "--json"]) == 0
+    clip = json.loads((tmp_path / "ev2" / "report.json").read_text())["clip_score"]
+    assert clip["value"] is None and "no CLIP weights" in clip["note"]
+    capsys.readouterr()
+    assert main(["eval", "image", "--model", str(tiny_pipe), "--n", "2", "--clip", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "ev3")]) == 2
+    assert "--clip" in capsys.readouterr().err and not (tmp_path / "ev3").exists()

@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="image/video: sampling steps (default: the model's)")
     parser.add_argument("--sampler", default=None, help="image/video: sampler (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, help="image/video: guidance scale (default: the model's)")
+    parser.add_argument("--clip", default="ViT-B-32",
+                        help="image: open_clip model (name or hub-layout folder) for CLIPScore, used when its "
+                             "weights are on this machine; none: skip")
     parser.add_argument("--out", help="image/video: new folder for the samples and the report "
                                       "(default: eval-<target>-<model>, here)")
     parser.add_argument("--json", action="store_true",
@@ -201,6 +204,7 @@ def evaluate_model(args) -> int:
             raise GenError(f"--prompts {file} holds no prompts (one per line)")
     out = _new_folder(args)
     device = resolve_device(args.device)
+    clip, clip_note = _load_clip(args, device) if not video else (None, None)
     seed = _data_seed(args)
     bar = tqdm(total=args.n, unit="clip" if video else "image", file=sys.stderr, disable=args.json)
     progress = lambda done: bar.update(done - bar.n)  # noqa: E731
@@ -224,6 +228,12 @@ def evaluate_model(args) -> int:
             report, samples = evaluate_image(pipe, judge, n=args.n, prompts=prompts, steps=args.steps,
                                              sampler=args.sampler, cfg=args.cfg, seed=seed, scene_judge=scene,
                                              progress=progress)
+            if clip is not None:
+                from gen.evaluate import clip_scores
+
+                report["clip_score"] = clip_scores(clip, samples, report["prompts"])
+            else:
+                report["clip_score"] = {"value": None, "note": clip_note}
     finally:
         bar.close()
     report["model"] = args.model
@@ -252,6 +262,21 @@ def evaluate_model(args) -> int:
     return 0
 
 
+def _load_clip(args, device):
+    """(the CLIP for CLIPScore, None) when its weights are here, else (None, why not)."""
+    from metrics.clip_score import load_open_clip
+    from metrics.weights import WeightsNotFoundError
+
+    if args.clip == "none":
+        return None, "skipped (--clip none)"
+    try:
+        return load_open_clip(args.clip, device=device), None
+    except (WeightsNotFoundError, FileNotFoundError) as err:
+        return None, f"no CLIP weights on this machine ({str(err).splitlines()[0]})"
+    except ValueError as err:
+        raise GenError(f"--clip {args.clip}: {err}") from None
+
+
 def markdown_report(target: str, r: dict) -> str:
     """The report as a Markdown table (accuracy per attribute, generated vs renders) and the scores."""
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
@@ -271,6 +296,9 @@ def markdown_report(target: str, r: dict) -> str:
     else:
         lines += [f"- toy FID: {r['toy_fid']:.3f}",
                   f"- toy KID: {r['toy_kid']['mean']:.5f} +- {r['toy_kid']['std']:.5f}"]
+        clip = r.get("clip_score") or {}
+        lines.append(f"- CLIPScore ({clip['model']}, {clip['reduction']}): {clip['value']:.3f}" if clip.get("value")
+                     is not None else f"- CLIPScore: {clip.get('note', 'not measured')}")
         if r.get("prompts_unread"):
             lines.append(f"- {r['prompts_unread']} prompts no judge can read (scored for FID/KID only)")
     return "\n".join(lines) + "\n"
