@@ -201,3 +201,22 @@ def test_joint_training_feeds_images_as_one_frame_clips_that_skip_the_temporal_l
     assert main(["train", "image", "--image-ratio", "0.5", "--out", str(tmp_path / "bad")]) == 2
     assert main(["train", "video", "--model", "video-dit-tiny", "--image-ratio", "0.5", "--out",
                  str(tmp_path / "bad2")]) == 2
+
+
+def test_video_training_and_sampling_in_a_video_vae_latent_space(tmp_path, capsys):
+    vae = tmp_path / "vae"
+    assert main(["train", "vae", "--video", "--data", "toy-video", "--frames", "5", "--size", "16", "--steps", "1",
+                 "--batch", "2", "--n", "4", "--sample-every", "0", "--out", str(vae)]) == 0
+    run = tmp_path / "run"
+    common = ["train", "video", "--data", "toy-video", "--model", "video-dit-tiny", "--vae", str(vae / "vae"),
+              "--size", "16", "--fps", "2", "--steps", "1", "--batch", "2", "--n", "4", "--sample-every", "0"]
+    assert main([*common, "--frames", "5", "--out", str(tmp_path / "bad")]) == 2  # 3 latent frames, tubelet 2
+    assert "3 latent frames not divisible by the model's tubelet depth 2" in capsys.readouterr().err
+    assert main([*common, "--frames", "7", "--out", str(run)]) == 0
+    pipe = VideoPipeline.from_pretrained(str(run / "pipeline"))
+    assert pipe.vae is not None and pipe.latent_shape(16, 7) == (pipe.vae.latent_channels, 4, 4, 4)
+    assert pipe.generate(["a cat"], [0], steps=1).shape == (1, 3, 7, 16, 16)
+    capsys.readouterr()
+    assert main(["video", "a cat", "--model", str(run / "pipeline"), "--frames", "6", "--steps", "1",
+                 "--out", str(tmp_path / "x.gif")]) == 2
+    assert "needs 1 + a multiple of 2" in capsys.readouterr().err and not (tmp_path / "x.gif").exists()

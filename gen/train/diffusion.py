@@ -67,6 +67,15 @@ class DiffusionTask:
             if cfg.size % self.vae.scale_factor:
                 raise GenError(f"--size {cfg.size} is not divisible by the VAE's factor {self.vae.scale_factor}")
             in_channels, sample_size = self.vae.latent_channels, cfg.size // self.vae.scale_factor
+        latent_frames = cfg.frames
+        if video and self.vae is not None:
+            if not hasattr(self.vae, "latent_frames"):
+                raise GenError(f"--vae {cfg.vae} is an image VAE; video training needs a video VAE "
+                               "(gen train vae --video)")
+            tf = self.vae.temporal_factor
+            if (cfg.frames - 1) % tf:
+                raise GenError(f"--frames {cfg.frames} does not fit the video VAE: it needs 1 + a multiple of {tf}")
+            latent_frames = self.vae.latent_frames(cfg.frames)
         torch.manual_seed(cfg.seed)
         if video and cfg.init:
             denoiser, text_encoder = self.from_image_model(in_channels)
@@ -76,10 +85,14 @@ class DiffusionTask:
                 denoiser = models.create(cfg.model, **{"in_channels": in_channels, "sample_size": sample_size,
                                                        "text_dim": text_encoder.dim,
                                                        "pooled_dim": text_encoder.pooled_dim,
-                                                       **({"frames": cfg.frames} if video else {}),
+                                                       **({"frames": latent_frames} if video else {}),
                                                        **cfg.model_overrides})
             except ValueError as err:
                 raise GenError(str(err)) from None
+        tubelet = getattr(denoiser.config, "tubelet", 1)
+        if video and latent_frames % tubelet:
+            what = f"{latent_frames} latent frames" if self.vae is not None else f"--frames {cfg.frames}"
+            raise GenError(f"{what} not divisible by the model's tubelet depth {tubelet}")
         if denoiser.config.video != video:
             raise GenError(f"--model {cfg.model} is {'a video' if denoiser.config.video else 'an image'} model; "
                            f"use it with `gen train {'video' if denoiser.config.video else 'image'}`")
