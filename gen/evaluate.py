@@ -40,6 +40,18 @@ def to_clips(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
 
 
+def generate(pipe, prompts: list[str], steps, sampler, cfg, batch: int, progress=None) -> tuple[torch.Tensor, float]:
+    """(samples on the CPU, seconds): prompt i drawn from noise seed i, `batch` prompts per call."""
+    start = time.perf_counter()
+    chunks = []
+    for i in range(0, len(prompts), batch):
+        seeds = list(range(i, min(i + batch, len(prompts))))
+        chunks.append(pipe.generate(prompts[i:i + batch], seeds, steps=steps, sampler=sampler, cfg=cfg).float().cpu())
+        if progress is not None:
+            progress(seeds[-1] + 1)
+    return torch.cat(chunks), time.perf_counter() - start
+
+
 def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=None, cfg=None,
                    batch: int = 16, seed: int = EVAL_SEED, progress=None) -> tuple[dict, torch.Tensor]:
     """Generate n clips for fresh toy prompts and score them (see the module docstring).
@@ -53,15 +65,8 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     prompts, renders = clip_prompts(n, size, frames, fps, seed)
     cfg_ = judge.config
     targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in prompts]
-    start = time.perf_counter()
-    chunks = []
-    for i in range(0, n, batch):
-        chunks.append(pipe.generate(prompts[i:i + batch], list(range(i, min(i + batch, n))), steps=steps,
-                                    sampler=sampler, cfg=cfg).float().cpu())
-        if progress is not None:
-            progress(min(i + batch, n))
-    seconds = time.perf_counter() - start
-    clips, real = torch.cat(chunks), to_clips(renders)
+    samples, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress)
+    clips, real = samples, to_clips(renders)
     device = next(judge.parameters()).device
 
     def scores(x):
@@ -173,15 +178,8 @@ def evaluate_image(pipe, judge, n: int = 200, prompts: list[str] | None = None, 
     fresh, renders = image_prompts(n, size, seed, kinds)
     prompts = fresh if prompts is None else [prompts[i % len(prompts)] for i in range(n)]
     targets = prompt_targets(prompts, judge, scene_judge)
-    start = time.perf_counter()
-    chunks = []
-    for i in range(0, n, batch):
-        chunks.append(pipe.generate(prompts[i:i + batch], list(range(i, min(i + batch, n))), steps=steps,
-                                    sampler=sampler, cfg=cfg).float().cpu())
-        if progress is not None:
-            progress(min(i + batch, n))
-    seconds = time.perf_counter() - start
-    images, real = torch.cat(chunks), to_images(renders)
+    samples, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress)
+    images, real = samples, to_images(renders)
     device = next(judge.parameters()).device
 
     def features(x):

@@ -42,29 +42,34 @@ print(json.dumps({"import": t1 - t0, "load": t2 - t1, "text": t3 - t2, "denoise 
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench(command: str, suffix: str, stages: str, default_prompt: str, description: str) -> None:
+    """Time `gen COMMAND PROMPT` cold (fresh processes), then the `stages` script's split."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--prompt", default="a cat in a hat")
+    parser.add_argument("--prompt", default=default_prompt)
     args, extra = parser.parse_known_args()
     gen = shutil.which("gen") or f"{sys.executable} -m gen"
     work = tempfile.mkdtemp()
     walls = []
     for k in range(args.runs):
         t = time.perf_counter()
-        subprocess.run([*gen.split(), "image", args.prompt, "--out", f"{work}/run{k}.png", *extra],
+        subprocess.run([*gen.split(), command, args.prompt, "--out", f"{work}/run{k}{suffix}", *extra],
                        check=True, capture_output=True)
         walls.append(time.perf_counter() - t)
-    print(f"gen image {args.prompt!r} {' '.join(extra)}: median {statistics.median(walls):.2f} s "
+    print(f"gen {command} {args.prompt!r} {' '.join(extra)}: median {statistics.median(walls):.2f} s "
           f"(min {min(walls):.2f}, max {max(walls):.2f}, {args.runs} cold runs)")
     splits = []
     for k in range(args.runs):
-        out = subprocess.run([sys.executable, "-c", STAGES, args.prompt, f"{work}/stage{k}.png"],
+        out = subprocess.run([sys.executable, "-c", stages, args.prompt, f"{work}/stage{k}{suffix}"],
                              check=True, capture_output=True, text=True).stdout
         splits.append(json.loads(out.strip().splitlines()[-1]))
     print("split (median s): " + ", ".join(f"{key} {statistics.median(s[key] for s in splits):.2f}"
                                             for key in splits[0]))
     shutil.rmtree(work)
+
+
+def main() -> None:
+    bench("image", ".png", STAGES, "a cat in a hat", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

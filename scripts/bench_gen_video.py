@@ -11,14 +11,8 @@ asks for under 30 s on the 2-core CPU at the default settings.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
+from pathlib import Path
 
 STAGES = r"""
 import json, sys, time
@@ -44,28 +38,10 @@ print(json.dumps({"import": t1 - t0, "load": t2 - t1, "text": t3 - t2, "denoise 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--prompt", default="a ball rolling left")
-    args, extra = parser.parse_known_args()
-    gen = shutil.which("gen") or f"{sys.executable} -m gen"
-    work = tempfile.mkdtemp()
-    walls = []
-    for k in range(args.runs):
-        t = time.perf_counter()
-        subprocess.run([*gen.split(), "video", args.prompt, "--out", f"{work}/run{k}.gif", *extra],
-                       check=True, capture_output=True)
-        walls.append(time.perf_counter() - t)
-    print(f"gen video {args.prompt!r} {' '.join(extra)}: median {statistics.median(walls):.2f} s "
-          f"(min {min(walls):.2f}, max {max(walls):.2f}, {args.runs} cold runs)")
-    splits = []
-    for k in range(args.runs):
-        out = subprocess.run([sys.executable, "-c", STAGES, args.prompt, f"{work}/stage{k}.gif"],
-                             check=True, capture_output=True, text=True).stdout
-        splits.append(json.loads(out.strip().splitlines()[-1]))
-    print("split (median s): " + ", ".join(f"{key} {statistics.median(s[key] for s in splits):.2f}"
-                                            for key in splits[0]))
-    shutil.rmtree(work)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_gen_image import bench
+
+    bench("video", ".gif", STAGES, "a ball rolling left", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -163,7 +163,8 @@ def evaluate_judges(n: int, size: int, seed: int, device: str = "auto") -> list[
     return results
 
 
-def _new_folder(args) -> "Path":
+def _new_folder(args):
+    """The new folder `gen eval image|video` writes to (refused if it exists and is not empty)."""
     from pathlib import Path
 
     from gen.cli.image import slug
@@ -180,7 +181,6 @@ def evaluate_model(args) -> int:
     """`gen eval image|video`: generate samples for toy prompts, score them, write them and a report."""
     from pathlib import Path
 
-    import torch
     from tqdm import tqdm
 
     from gen.evaluate import evaluate_image, evaluate_video
