@@ -43,6 +43,11 @@ def write_card(path: Path, run: Path, r: dict) -> None:
     g, c = r["generated"], r["renders"]
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     megabytes = (path.parent / "denoiser" / "model.safetensors").stat().st_size / 1e6
+    floor = 0.8  # issue 8: object, colour and motion each right in at least 80% of clips
+    short = [k for k in ("object", "color", "motion") if g[k] is not None and g[k] < floor]
+    status = (f"Below the 80% floor on {', '.join(short)}: {steps:,} steps is a short run; the same recipe "
+              "run longer (`--init` continues from this model) is the way up." if short else
+              "Object, colour and motion are each right in at least 80% of clips.")
     card = f"""# toy-video-dit (the `gen video` default)
 
 Text-to-video on the toy world: {config['frames']} frames at {config['fps']:g} fps (2 s) of
@@ -88,6 +93,8 @@ captions give the judge's ceiling and the toy-FVD reference.
   {r['flicker']['generated']:.4f}, renders {r['flicker']['renders']:.4f}
 
 ## Limits
+
+{status}
 
 Only the toy world's clips: one object, eight motions, 32x32, 2 s. Frame counts past
 {config['frames']} run (the frame positions are sin-cos) with a warning; quality there is not measured.
