@@ -29,8 +29,10 @@ has latent && start latent "$py" scripts/train_default_image.py --out "$work/lat
     --steps 2100 --batch "${LATENT_BATCH:-512}" --minutes "$minutes" --workers 4 --device "$device"
 wait
 n=${EVAL_N:-400}
-if has video && has vjudge && [ -d "$work/video/pipeline" ] && [ -f "$work/vjudge/config.json" ]; then
-    "$py" scripts/eval_toy_video.py --model "$work/video/pipeline" --judge "$work/vjudge" --n "$n" --batch 50 \
+judge=gen/weights/toy-judge-video  # the shipped video judge, or the one trained in this run
+[ -f "$work/vjudge/config.json" ] && judge="$work/vjudge"
+if has video && [ -d "$work/video/pipeline" ] && [ -f "$judge/config.json" ]; then
+    "$py" scripts/eval_toy_video.py --model "$work/video/pipeline" --judge "$judge" --n "$n" --batch 50 \
         --device "$device" --json "$work/video/eval.json" >"$work/video-eval.log" 2>&1
 fi
 if has latent && [ -d "$work/latent/pipeline" ]; then
