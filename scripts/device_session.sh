@@ -3,7 +3,8 @@
 # MINUTES each, measure them there, and return each result as one tar under $OUT (the
 # device tool brings back at most 8 files).
 #   bash scripts/device_session.sh MINUTES [DEVICE] [JOBS...]
-# Batch sizes: VIDEO_BATCH, VJUDGE_BATCH, SJUDGE_BATCH, LATENT_BATCH (for a CPU dry run).
+# Batch sizes: VIDEO_BATCH, VJUDGE_BATCH, SJUDGE_BATCH, LATENT_BATCH (for a CPU dry run);
+# VIDEO_INIT=toy-video-dit continues the shipped video model instead of starting from the image one.
 # JOBS (default all): video (scripts/train_default_video.py), vjudge (train_video_judge.py),
 # sjudge (train_scene_judge.py), latent (train_default_image.py --vae toy-vae --size 64, the
 # latent-space variant of the image default, measured against the shipped pixel model).
@@ -20,7 +21,7 @@ start() {  # name, command...: run in the background, output to $work/name.log
     ( "$@" >"$work/$name.log" 2>&1; echo "[$name exited $?]" >>"$work/$name.log" ) &
 }
 has video && start video "$py" scripts/train_default_video.py --out "$work/video" --minutes "$minutes" \
-    --batch "${VIDEO_BATCH:-96}" --workers 3 --device "$device"
+    --batch "${VIDEO_BATCH:-96}" --workers 3 --device "$device" ${VIDEO_INIT:+--init "$VIDEO_INIT"}
 has vjudge && start vjudge "$py" scripts/train_video_judge.py --out "$work/vjudge" --minutes "$minutes" \
     --batch "${VJUDGE_BATCH:-256}" --workers 5 --device "$device"
 has sjudge && start sjudge "$py" scripts/train_scene_judge.py --out "$work/sjudge" --minutes "$minutes" \
