@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--video: frames per clip, 1 + k * the temporal factor (default: k = 2)")
     parser.add_argument("--batch", type=int, default=32, help="images (clips) per encode/decode call")
     parser.add_argument("--video", action="store_true", help="evaluate a video VAE on toy clips")
-    parser.add_argument("--prompts", metavar="FILE", help="image/video: prompts, one per line (default: fresh "
+    parser.add_argument("--prompts", metavar="FILE", help="image: prompts, one per line (default: fresh "
                                                             "toy-grammar captions)")
     parser.add_argument("--steps", type=int, default=None, help="image/video: sampling steps (default: the model's)")
     parser.add_argument("--sampler", default=None, help="image/video: sampler (default: the model's)")
