@@ -94,12 +94,14 @@ def _save_difference(module, base_module, folder: Path, dtype) -> None:
     """config.json + model.safetensors holding only the tensors that differ from `base_module`'s."""
     from safetensors.torch import save_file
 
-    module.save_pretrained(folder, dtype=dtype)  # the config (and a full file, replaced below)
+    from models.base import CONFIG_NAME, WEIGHTS_NAME, _atomic_write, config_to_dict
+
     base = _floats(base_module, dtype)
     own = {k: v.contiguous() for k, v in _floats(module, dtype).items()
            if not (k in base and base[k].shape == v.shape and torch.equal(base[k], v))}
-    from models.base import WEIGHTS_NAME, _atomic_write
-
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"_class": type(module).__name__, **config_to_dict(module.config)}
+    _atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     _atomic_write(folder / WEIGHTS_NAME,
                   lambda tmp: save_file(own, tmp, metadata={"class": type(module).__name__, "base": "yes"}))
 

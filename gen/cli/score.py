@@ -16,7 +16,8 @@ weights digest, n and d, and is only ever compared with the same space. Images a
 resized on `--workers` threads; each space resizes by its protocol's rule (said once when sizes
 differ). `--json` prints one JSON object: metric, value, n, the feature space and protocol.
 
-Each metric is one function `(args, session) -> dict` registered with `@metric(name)`.
+Each metric is one function `(args, session) -> dict` registered with `@metric(name)`; reading
+folders, feature spaces and stats files live in gen/scoring.py.
 """
 
 from __future__ import annotations
@@ -24,17 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import warnings
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from gen.errors import GenError
+from gen.scoring import (FeatureSpace, Reference, Session, check_stats_target, feature_space, folder_features,
+                         image_folder, load_stats, measure, moments, read_image, save_stats, stream)
 
 METRICS: dict[str, Callable] = {}  # name -> fn(args, session) -> result dict
-STATS_FORMAT = "gen-feature-stats/1"
 
 
 def metric(name: str):
@@ -73,268 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-# ---------------------------------------------------------------------------- reading images
-
-
-@dataclass
-class Session:
-    """What every metric shares: the device, batching, worker threads, and warnings said once."""
-
-    device: object
-    batch: int
-    workers: int
-    said: set = field(default_factory=set)
-    sizes: dict = field(default_factory=dict)  # (H, W) -> the folder it was first seen in
-
-    def warn(self, key: str, message: str) -> None:
-        if key not in self.said:
-            self.said.add(key)
-            print(f"gen: warning: {message}", file=sys.stderr)
-
-    def saw(self, size: tuple[int, int], where, rule: str) -> None:
-        """Note an image size; the first time a second size shows up, say how images are resized."""
-        if size not in self.sizes:
-            self.sizes[size] = where
-            if len(self.sizes) == 2:
-                (a, fa), (b, fb) = self.sizes.items()
-                self.warn("sizes", f"images come in more than one size ({a[1]}x{a[0]} in {fa}, {b[1]}x{b[0]} in "
-                                   f"{fb}, width x height); each image is {rule}")
-
-
-def _folder(folder: str | None, flag: str, least: int = 2):
-    from gen.data.folders import ImageFolderDataset
-
-    if not folder:
-        raise GenError(f"{flag} FOLDER is required")
-    ds = ImageFolderDataset(folder)
-    if len(ds) < least:
-        raise GenError(f"{flag} {folder} holds {len(ds)} image(s); this score needs at least {least}")
-    return ds
-
-
-def _read(ds, i: int):
-    """Image i of `ds` as uint8 (H, W, 3); an unreadable file is a GenError naming it."""
-    from gen.data.folders import load_image
-
-    return load_image(ds.root / ds.records[i]["file_name"], 3)
-
-
-def _stream(items, load: Callable, session: Session, desc: str) -> Iterator[list]:
-    """`load(item)` for every item on `session.workers` threads, at most two batches ahead of the
-    consumer, yielded in order as lists of `session.batch` results; a tqdm bar on stderr."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    items = list(items)
-    pool = ThreadPoolExecutor(max_workers=session.workers, thread_name_prefix="gen-score")
-    pending: deque = deque()
-    todo = iter(items)
-    try:
-        for item in todo:
-            pending.append(pool.submit(load, item))
-            if len(pending) >= 2 * session.batch:
-                break
-        chunk = []
-        with tqdm(total=len(items), desc=desc, unit="image", file=sys.stderr, disable=None) as bar:
-            while pending:
-                chunk.append(pending.popleft().result())  # re-raises a worker's error here
-                item = next(todo, None)
-                if item is not None:
-                    pending.append(pool.submit(load, item))
-                bar.update()
-                if len(chunk) == session.batch or not pending:
-                    yield chunk
-                    chunk = []
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-# ---------------------------------------------------------------------------- feature spaces
-
-
-@dataclass(frozen=True)
-class FeatureSpace:
-    """A feature network under one protocol. prepare: uint8 (H, W, 3) -> (3, S, S) float in [-1, 1],
-    resized by the protocol's rule (runs on worker threads); extract: (B, 3, S, S) -> (B, d)."""
-
-    name: str  # "toy" or "inception": what stats files record
-    protocol: str
-    rule: str  # how each image is resized, in words
-    weights: Path
-    prepare: Callable
-    extract: Callable
-
-
-def _space(name: str, session: Session, output: str = "pool") -> FeatureSpace:
-    import torch
-    import torch.nn.functional as F
-
-    from gen.data.folders import to_model_range
-
-    device = session.device
-    if name == "toy":
-        from gen.pipeline import WEIGHTS_DIR
-        from metrics.toy_judge import ImageJudge, to_native_size
-
-        if output != "pool":
-            raise GenError("the Inception Score needs --features inception (class logits)")
-        folder = WEIGHTS_DIR / "toy-judge-image"
-        judge = ImageJudge.from_pretrained(folder, device=device).eval()
-        side = judge.config.image_size
-        return FeatureSpace(
-            "toy", "toy-judge-image pooled features", f"resized to {side}x{side} (bilinear, antialiased: the "
-            "toy judge's rule)", folder / "model.safetensors",
-            prepare=lambda a: to_native_size(to_model_range(a)[None], side, "the toy judge")[0],
-            extract=lambda x: judge.features(x.to(device)).float())
-    from metrics.backbones import INPUT_SIZE, fid_inception, fid_inception_weights
-
-    explicit = name != "inception"  # a file the user names is used as given; cache hits are hash-checked
-    path = fid_inception_weights(name if explicit else None, verify_hash=not explicit)
-    net = fid_inception(path, output=output, device=device, verify_hash=False)
-    side = INPUT_SIZE
-
-    def prepare(a):
-        x = to_model_range(a)[None]  # (1, 3, H, W) in [-1, 1]
-        if x.shape[-2:] != (side, side):  # pytorch-fid: bilinear, align_corners=False, no antialias
-            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-        return x[0]
-
-    return FeatureSpace("inception", "pytorch-fid", f"resized to {side}x{side} (bilinear, no antialias: the "
-                        "pytorch-fid rule)", path, prepare, extract=lambda x: net(x.to(device)).to(torch.float32))
-
-
-def _features(ds, space: FeatureSpace, session: Session, what: str):
-    """(N, d) float32 features of every image of `ds`, in the dataset's order."""
-    import torch
-
-    def load(i):
-        a = _read(ds, i)
-        return space.prepare(a), a.shape[:2]
-
-    out = []
-    for chunk in _stream(range(len(ds)), load, session, f"{what} {ds.root.name}"):
-        for _, size in chunk:
-            session.saw(size, ds.root, space.rule)
-        with torch.no_grad():
-            out.append(space.extract(torch.stack([x for x, _ in chunk])).cpu())
-    return torch.cat(out)
-
-
-def _moments(features):
-    """(mu (d,), sigma (d, d)) float64 of (n, d) features; stats.py's n <= d warning is said by the caller."""
-    import metrics
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="covariance of n=")
-        return metrics.feature_stats(features)
-
-
-# ---------------------------------------------------------------------------- stats files
-
-
-@dataclass
-class Reference:
-    """The real side of fid/kid: from a folder or a stats file."""
-
-    n: int
-    mu: object  # (d,) float64
-    sigma: object  # (d, d) float64
-    features: object | None  # (n, d), None when a file holds none
-    source: str
-
-
-def _measure(folder: str | None, flag: str, space: FeatureSpace, session: Session) -> Reference:
-    """A folder's features and their moments."""
-    ds = _folder(folder, flag)
-    features = _features(ds, space, session, flag.strip("-"))
-    return Reference(len(ds), *_moments(features), features, str(ds.root))
-
-
-def _check_target(file: str, overwrite: bool) -> Path:
-    path = Path(file).expanduser()
-    if path.suffix != ".npz":
-        raise GenError(f"stats files are .npz; name it e.g. {path.with_suffix('.npz')}, got {file}")
-    if path.exists() and not overwrite:
-        raise GenError(f"{path} exists; pass --overwrite to replace it, or choose another file name")
-    return path
-
-
-def _save_stats(path: Path, ref: Reference, space: FeatureSpace) -> None:
-    """mu, sigma (pytorch-fid's keys), features (for KID) and a JSON record, written atomically; no pickle."""
-    import tempfile
-
-    import numpy as np
-
-    from gen import __version__
-    from metrics.weights import sha256_file
-
-    meta = {"format": STATS_FORMAT, "features": space.name, "protocol": space.protocol,
-            "weights_sha256": sha256_file(space.weights), "n": ref.n, "d": int(ref.mu.shape[0]),
-            "source": ref.source, "written_by": f"gen {__version__}"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".part", delete=False) as f:
-        tmp = Path(f.name)
-        try:
-            np.savez(f, mu=ref.mu.numpy(), sigma=ref.sigma.numpy(), features=ref.features.numpy(),
-                     meta=np.array(json.dumps(meta)))
-        except BaseException:
-            tmp.unlink()
-            raise
-    os.replace(tmp, path)
-
-
-def _load_stats(file: str, space: FeatureSpace) -> Reference:
-    import numpy as np
-    import torch
-
-    from metrics.weights import sha256_file
-
-    path = Path(file).expanduser()
-    if not path.is_file():
-        raise GenError(f"--real {file}: no such stats file; write one with `gen score stats DIR --out {file}`")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise GenError(f"{path} is not a readable .npz of arrays ({err}); write it with `gen score stats`") from None
-    if "meta" not in arrays:
-        raise GenError(f"{path} has no record of its feature space (not written by `gen score stats`, e.g. "
-                       f"pytorch-fid's --save-stats); recompute it with `gen score stats DIR --out {path}`")
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except json.JSONDecodeError:
-        meta = None
-    if not isinstance(meta, dict) or meta.get("format") != STATS_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else "unreadable"
-        raise GenError(f"{path} is in format {found!r}; this gen reads {STATS_FORMAT!r}: recompute it")
-    if (meta.get("features"), meta.get("protocol")) != (space.name, space.protocol):
-        raise GenError(f"{path} holds {meta['features']} features ({meta['protocol']}), but this run uses "
-                       f"{space.name} ({space.protocol}); pass --features {meta['features']} or recompute the "
-                       f"stats with --features {space.name}")
-    mine = sha256_file(space.weights)
-    if meta["weights_sha256"] != mine:
-        raise GenError(f"{path} was computed with other {space.name} weights (SHA-256 {meta['weights_sha256'][:16]}"
-                       f"...) than this run's {space.weights} ({mine[:16]}...); use the same weights or recompute")
-    mu, sigma = (torch.from_numpy(arrays[k]).double() for k in ("mu", "sigma"))
-    d, n = mu.shape[0], int(meta["n"])
-    features = torch.from_numpy(arrays["features"]) if "features" in arrays else None
-    if sigma.shape != (d, d) or meta["d"] != d or (features is not None and features.shape != (n, d)):
-        raise GenError(f"{path} is inconsistent (mu {tuple(mu.shape)}, sigma {tuple(sigma.shape)}, n={n}, "
-                       f"d={meta['d']}); recompute it")
-    return Reference(n, mu, sigma, features, str(path))
-
-
 def _reference(args, space: FeatureSpace, session: Session) -> Reference:
     """--real as a folder (features computed, saved with --save-stats) or as a stats file."""
     if args.real and Path(args.real).suffix == ".npz":
         if args.save_stats:
             raise GenError("--save-stats saves the --real folder's statistics, but --real is already a stats file")
-        return _load_stats(args.real, space)
-    target = _check_target(args.save_stats, args.overwrite) if args.save_stats else None
-    ref = _measure(args.real, "--real", space, session)
+        return load_stats(args.real, space)
+    target = check_stats_target(args.save_stats, args.overwrite) if args.save_stats else None
+    ref = measure(args.real, "--real", space, session)
     if target is not None:
-        _save_stats(target, ref, space)
+        save_stats(target, ref, space)
     return ref
 
 
@@ -354,15 +101,15 @@ def _say_bias(session: Session, n: dict, d: int) -> None:
 def _fid(args, session: Session) -> dict:
     import metrics
 
-    space = _space(args.features, session)
-    fake_folder = _folder(args.fake, "--fake")  # checked before the real side is computed
+    space = feature_space(args.features, session)
+    fake_folder = image_folder(args.fake, "--fake")  # checked before the real side is computed
     real = _reference(args, space, session)
-    fake = _features(fake_folder, space, session, "fake")
+    fake = folder_features(fake_folder, space, session, "fake")
     d = fake.shape[1]
     if real.mu.shape[0] != d:
         raise GenError(f"--real has {real.mu.shape[0]}-d statistics but the fake features are {d}-d")
     _say_bias(session, {"n_real": real.n, "n_fake": len(fake)}, d)
-    fid = metrics.frechet_distance(real.mu, real.sigma, *_moments(fake))
+    fid = metrics.frechet_distance(real.mu, real.sigma, *moments(fake))
     return {"value": fid, "fid": fid, "n": len(fake), "n_real": real.n, "dim": d, "features": space.name,
             "protocol": space.protocol}
 
@@ -371,12 +118,12 @@ def _fid(args, session: Session) -> dict:
 def _kid(args, session: Session) -> dict:
     import metrics
 
-    space = _space(args.features, session)
-    fake_folder = _folder(args.fake, "--fake")
+    space = feature_space(args.features, session)
+    fake_folder = image_folder(args.fake, "--fake")
     real = _reference(args, space, session)
     if real.features is None:
         raise GenError(f"{real.source} holds moments only; KID needs the features: pass the folder as --real")
-    fake = _features(fake_folder, space, session, "fake")
+    fake = folder_features(fake_folder, space, session, "fake")
     size = min(args.subset_size, real.n, len(fake))
     kid = metrics.kernel_inception_distance(real.features, fake, subsets=args.subsets, subset_size=size,
                                             seed=args.seed)
@@ -389,9 +136,9 @@ def _kid(args, session: Session) -> dict:
 def _is(args, session: Session) -> dict:
     import metrics
 
-    space = _space(args.features if args.features != "toy" else "inception", session, output="logits_unbiased")
-    fake = _folder(args.fake, "--fake")
-    logits = _features(fake, space, session, "fake")
+    space = feature_space(args.features if args.features != "toy" else "inception", session, output="logits_unbiased")
+    fake = image_folder(args.fake, "--fake")
+    logits = folder_features(fake, space, session, "fake")
     score = metrics.inception_score(logits, splits=min(10, len(fake)), seed=args.seed)
     return {"value": score.mean, "mean": score.mean, "std": score.std, "n": len(fake), "features": space.name,
             "protocol": space.protocol}
@@ -407,7 +154,7 @@ def _lpips(args, session: Session) -> dict:
 
     if len(args.pair) != 2:
         raise GenError("gen score lpips takes two folders: gen score lpips A B")
-    a, b = (_folder(f, "gen score lpips", least=1) for f in args.pair)
+    a, b = (image_folder(f, "gen score lpips", least=1) for f in args.pair)
     names_b = {r["file_name"]: i for i, r in enumerate(b.records)}
     pairs = [(i, names_b[r["file_name"]]) for i, r in enumerate(a.records) if r["file_name"] in names_b]
     if not pairs:
@@ -415,14 +162,14 @@ def _lpips(args, session: Session) -> dict:
     network = lpips_network(session.device, weights=args.weights, missing_ok=False, net=args.net)
 
     def load(pair):
-        x, y = (to_model_range(_read(ds, k)) for ds, k in zip((a, b), pair))
+        x, y = (to_model_range(read_image(ds, k)) for ds, k in zip((a, b), pair))
         if x.shape != y.shape:
             raise GenError(f"{a.records[pair[0]]['file_name']}: sizes differ between the folders "
                            f"({tuple(x.shape[-2:])} vs {tuple(y.shape[-2:])}); LPIPS compares same-size images")
         return x, y
 
     values = []
-    for chunk in _stream(pairs, load, session, "lpips"):
+    for chunk in stream(pairs, load, session, "lpips"):
         for shape in dict.fromkeys(x.shape for x, _ in chunk):  # same-size pairs in one batch
             xs, ys = (torch.stack([p[k] for p in chunk if p[0].shape == shape]) for k in (0, 1))
             with torch.no_grad():
@@ -465,7 +212,7 @@ def _clip(args, session: Session) -> dict:
 
     from metrics.clip_score import clip_score, load_open_clip
 
-    fake = _folder(args.fake, "--fake", least=1)
+    fake = image_folder(args.fake, "--fake", least=1)
     order, prompts = _prompts(args, fake)
     try:
         clip = load_open_clip(args.model, weights=args.weights, device=session.device)
@@ -478,11 +225,11 @@ def _clip(args, session: Session) -> dict:
     rule = f"resized by {clip.protocol}"
 
     def load(i):
-        a = _read(fake, i)
+        a = read_image(fake, i)
         return clip.preprocess(Image.fromarray(a)), a.shape[:2]
 
     images = []
-    for chunk in _stream(order, load, session, f"clip {fake.root.name}"):
+    for chunk in stream(order, load, session, f"clip {fake.root.name}"):
         for _, size in chunk:
             session.saw(size, fake.root, rule)
         images.append(clip.image_embeds(torch.stack([x for x, _ in chunk])).cpu())
@@ -514,7 +261,7 @@ def _clip_features(ds, extract: Callable, session: Session, what: str):
     import torch
 
     out, length = [], None
-    for chunk in _stream(range(len(ds)), lambda i: ds[i]["video"], session, f"{what} {ds.root.name}"):
+    for chunk in stream(range(len(ds)), lambda i: ds[i]["video"], session, f"{what} {ds.root.name}"):
         for clip in chunk:
             if length is None:
                 length = clip.shape[1]
@@ -570,10 +317,10 @@ def _stats(args, session: Session) -> dict:
     """A folder's features, mean and covariance, saved for `--real FILE.npz`."""
     if len(args.pair) != 1 or not args.out:
         raise GenError("gen score stats takes one folder and --out: gen score stats DIR --out FILE.npz")
-    target = _check_target(args.out, args.overwrite)
-    space = _space(args.features, session)
-    ref = _measure(args.pair[0], "gen score stats", space, session)
-    _save_stats(target, ref, space)
+    target = check_stats_target(args.out, args.overwrite)
+    space = feature_space(args.features, session)
+    ref = measure(args.pair[0], "gen score stats", space, session)
+    save_stats(target, ref, space)
     return {"value": str(target), "n": ref.n, "d": ref.features.shape[1], "features": space.name,
             "protocol": space.protocol}
 

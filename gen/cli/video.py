@@ -106,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     timings["load"] = time.perf_counter() - t0
     d = pipe.defaults
     size, frames = args.size or d.size, args.frames or d.frames
-    p = pipe.denoiser.config.patch_size if hasattr(pipe.denoiser.config, "patch_size") else 1
-    factor = p * (pipe.vae.scale_factor if pipe.vae is not None else 1)
+    factor = getattr(pipe.denoiser.config, "patch_size", 1) * (pipe.vae.scale_factor if pipe.vae is not None else 1)
     if size % factor:
         raise GenError(f"--size {size} is not divisible by {factor} (the model's patch size"
                        f"{' times the VAE factor' if pipe.vae is not None else ''})")
