@@ -82,6 +82,10 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
             return image_judge.eval().features(frames_.to(device)).float().cpu()
 
     generated, per_clip = scores(clips)
+    asked: dict[str, list[bool]] = {}
+    for target, row in zip(targets, per_clip):
+        asked.setdefault(target["motion"], []).append(row["correct"]["motion"])
+    by_motion = {m: {"accuracy": sum(v) / len(v), "n": len(v)} for m, v in sorted(asked.items())}
     ceiling, _ = scores(real)
     fvd = frechet_distance(*feature_stats(judge_features(clips).double()),
                            *feature_stats(judge_features(real).double()))
@@ -90,7 +94,7 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     flicker = {"generated": temporal_flicker(clips).mean().item(), "renders": temporal_flicker(real).mean().item()}
     report = {"n": n, "seed": seed, "size": size, "frames": frames, "fps": fps,
               "steps": steps or d.steps, "sampler": sampler or d.sampler, "cfg": d.cfg if cfg is None else cfg,
-              "generated": generated, "renders": ceiling, "toy_fvd": fvd, "frame_consistency": consistency,
+              "generated": generated, "renders": ceiling, "motion_accuracy_by_kind": by_motion, "toy_fvd": fvd, "frame_consistency": consistency,
               "flicker": flicker, "seconds_per_clip": seconds / n,
               "per_clip": [{"prompt": p, **row} for p, row in zip(prompts, per_clip)]}
     return report, clips

@@ -46,7 +46,7 @@ class TimestepEmbedder(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention on scaled_dot_product_attention.
+    """Multi-head attention (`attention` below: scaled_dot_product_attention, or plain ops for short keys).
 
     Self-attention when `context_dim` is None (fused qkv), else cross-attention to a
     context (B, M, context_dim) with an optional key mask (B, M), True = attend.
@@ -78,8 +78,25 @@ class Attention(nn.Module):
         if mask is not None:
             mask = mask | ~mask.any(dim=-1, keepdim=True)  # a fully masked row attends to all
             attn_mask = mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+        return self.to_out(rearrange(attention(q, k, v, attn_mask), "b h n d -> b n (h d)"))
+
+
+SHORT_KEYS = 64  # CPU: up to this many keys, plain softmax(q k^T) v beats the fused kernel
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v over (..., L, d) tensors, mask True = attend.
+
+    scaled_dot_product_attention, except for short key sequences on the CPU (a temporal
+    block's frames, a text context), where the fused kernel's backward is several times
+    slower than the three plain ops (scripts/bench_attention.py).
+    """
+    if q.device.type != "cpu" or k.shape[-2] > SHORT_KEYS:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1) @ v
 
 
 class FeedForward(nn.Sequential):

@@ -4,7 +4,10 @@ patchify -> N blocks with adaLN-Zero on (timestep + pooled text or class) and
 cross-attention to text tokens (PixArt-alpha) -> final adaLN layer -> unpatchify.
 Video: 3-D tubelets (ViViT) and either factorised attention, a spatial block (within
 each frame) then a temporal block (across frames) at every depth (Latte, variant 1),
-or full 3-D attention over all tokens.
+or full 3-D attention over all tokens. A factorised temporal block attends over the frames
+at one position (`temporal_mode="position"`), or over every token of the clip after
+average-pooling each frame's token grid (`"clip"`): a token can then read where things
+were in other frames, which is what moving them takes; its residual is upsampled back.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from models.conditioning import Conditioner, concat_channels, concat_inputs
 from models.denoiser import check_inputs
 
 ATTENTION_MODES = ("factorized", "full")
+TEMPORAL_MODES = ("position", "clip")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     temporal_mlp_ratio: float | None = None  # video, factorised: the temporal blocks' (default mlp_ratio)
     temporal_cross_attention: bool = False  # video, factorised: temporal blocks also read the text tokens
+    temporal_mode: str = "position"  # video, factorised: position (frames at one position) | clip (all tokens)
+    temporal_pool: int = 2  # temporal_mode "clip": token grid pooled by this factor per side
     text_dim: int | None = None  # token embeddings to cross-attend to
     pooled_dim: int | None = None  # pooled text embedding added to the timestep
     num_classes: int | None = None
@@ -62,14 +68,23 @@ class DiTBlock(nn.Module):
         self.ada = zero_(nn.Linear(dim, 6 * dim))
 
     def forward(self, x, c, context=None, mask=None, pos=None):
-        # x: (N, L, D) tokens; c: (N, D); pos: (L, D) added to the attention input only
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(nn.functional.silu(c)).chunk(6, dim=-1)
+        # x: (N, L, D) tokens in G groups of N // G consecutive rows (the frames or the
+        # positions of one clip); c: (G, D), context: (G, M, D), mask: (G, M), one per group;
+        # pos: (L, D) added to the attention input only.
+        n, length, dim = x.shape
+        if n % c.shape[0]:
+            raise ValueError(f"{n} token rows do not split into {c.shape[0]} conditioning groups")
+        mods = self.ada(nn.functional.silu(c)).repeat_interleave(n // c.shape[0], 0)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mods.chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift1, scale1)
         if pos is not None:
             h = h + pos
         x = x + gate1[:, None] * self.attn(h)
         if self.cross is not None and context is not None:
-            x = x + self.cross(self.norm_cross(x), context, mask)
+            # Each query reads the context alone, so a group's rows are one sequence here:
+            # the keys and values are computed once per clip, not once per row.
+            queries = self.norm_cross(x).reshape(context.shape[0], -1, dim)
+            x = x + self.cross(queries, context, mask).reshape(n, length, dim)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -96,6 +111,10 @@ class DiT(ConfiguredModule):
         cfg = config
         if cfg.attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {cfg.attention!r}")
+        if cfg.temporal_mode not in TEMPORAL_MODES:
+            raise ValueError(f"temporal_mode must be one of {', '.join(TEMPORAL_MODES)}, got {cfg.temporal_mode!r}")
+        if cfg.temporal_pool < 1:
+            raise ValueError(f"temporal_pool must be a positive integer, got {cfg.temporal_pool}")
         if cfg.tubelet > 1 and not cfg.video:
             raise ValueError(f"tubelet={cfg.tubelet} needs video=True")
         dim = cfg.hidden_size
@@ -134,6 +153,14 @@ class DiT(ConfiguredModule):
         zero_(self.final.linear)
 
     @property
+    def size_multiple(self) -> int:
+        """Heights and widths this model takes are multiples of this: the patch size, times
+        the pooling of clip-wide temporal blocks."""
+        cfg = self.config
+        clip_pool = cfg.video and cfg.attention == "factorized" and cfg.temporal_mode == "clip"
+        return cfg.patch_size * (cfg.temporal_pool if clip_pool else 1)
+
+    @property
     def cond_keys(self) -> tuple[str, ...]:
         return self.conditioner.keys + tuple(self.config.concat_keys)
 
@@ -161,25 +188,36 @@ class DiT(ConfiguredModule):
         if not cfg.video or cfg.attention == "factorized":
             # Spatial blocks see each frame alone; temporal blocks each position over time
             # (skipped for one-frame clips: images in joint image-video training).
-            cf = c.repeat_interleave(frames, 0)
-            ctx = context.repeat_interleave(frames, 0) if context is not None else None
-            msk = mask.repeat_interleave(frames, 0) if mask is not None else None
-            cn = c.repeat_interleave(n, 0)
-            ctx_n = msk_n = None
-            if self.config.temporal_cross_attention and context is not None:
-                ctx_n = context.repeat_interleave(n, 0)
-                msk_n = mask.repeat_interleave(n, 0) if mask is not None else None
             h = rearrange(tokens, "b t n d -> (b t) n d")
             for i, block in enumerate(self.blocks):
-                h = block(h, cf, ctx, msk)
+                h = block(h, c, context, mask)
                 if self.temporal_blocks and frames > 1:
-                    h = rearrange(h, "(b t) n d -> (b n) t d", b=b)
-                    h = self.temporal_blocks[i](h, cn, ctx_n, msk_n, pos=time_pos)
-                    h = rearrange(h, "(b n) t d -> (b t) n d", b=b)
-            out = rearrange(self.final(h, cf), "(b t) n e -> b t n e", b=b)
+                    h = self.temporal(self.temporal_blocks[i], h, b, (height // p, width // p), c,
+                                      context if cfg.temporal_cross_attention else None, mask, time_pos)
+            out = rearrange(self.final(h, c.repeat_interleave(frames, 0)), "(b t) n e -> b t n e", b=b)
         else:  # full 3-D attention over all T' x N tokens
             h = rearrange(tokens + time_pos[None, :, None], "b t n d -> b (t n) d")
             for block in self.blocks:
                 h = block(h, c, context, mask)
             out = rearrange(self.final(h, c), "b (t n) e -> b t n e", t=frames)
         return unpatchify(out, self.out_channels, p, cfg.tubelet, height, width, cfg.video)
+
+    def temporal(self, block: DiTBlock, h, b: int, grid: tuple[int, int], c, context, mask, time_pos):
+        """One temporal block on tokens h ((B T), N, D) of B clips on a token grid."""
+        if self.config.temporal_mode == "position":
+            h = rearrange(h, "(b t) n d -> (b n) t d", b=b)
+            h = block(h, c, context, mask, pos=time_pos)
+            return rearrange(h, "(b n) t d -> (b t) n d", b=b)
+        k, (rows, cols) = self.config.temporal_pool, grid
+        if rows % k or cols % k:
+            raise ValueError(f"temporal_pool {k} needs a token grid divisible by {k}, got {rows}x{cols} "
+                             f"tokens; use a size divisible by {k * self.config.patch_size}")
+        frames = h.shape[0] // b
+        g = nn.functional.avg_pool2d(rearrange(h, "bt (y x) d -> bt d y x", y=rows), k)
+        g = rearrange(g, "(b t) d y x -> b (t y x) d", b=b)
+        space = sincos_2d(rows // k, cols // k, h.shape[-1], h.device)
+        pos = (time_pos[:, None] + space[None].to(time_pos.dtype)).flatten(0, 1)  # (T N', D)
+        delta = block(g, c, context, mask, pos=pos) - g  # exactly zero at init
+        delta = rearrange(delta, "b (t y x) d -> (b t) d y x", t=frames, y=rows // k)
+        delta = nn.functional.interpolate(delta, scale_factor=k, mode="nearest") if k > 1 else delta
+        return h + rearrange(delta, "bt d y x -> bt (y x) d")

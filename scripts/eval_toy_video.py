@@ -35,7 +35,7 @@ def measure(model: str, judge: Path, n: int, steps, sampler, cfg, batch: int, de
     return report
 
 
-def write_card(path: Path, run: Path, r: dict) -> None:
+def write_card(path: Path, run: Path, r: dict, machine: str) -> None:
     config = json.loads((run / "config.json").read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     steps = log[-1]["step"]
@@ -48,25 +48,33 @@ def write_card(path: Path, run: Path, r: dict) -> None:
     status = (f"Below the 80% floor on {', '.join(short)}: {steps:,} steps is a short run; the same recipe "
               "run longer (`--init` continues from this model) is the way up." if short else
               "Object, colour and motion are each right in at least 80% of clips.")
+    overrides = config.get("model_overrides", {})
+    attention = ("self-attention over every token of the clip, each frame's 16x16 token grid average-pooled "
+                 f"to {16 // overrides.get('temporal_pool', 2)}x{16 // overrides.get('temporal_pool', 2)} "
+                 "(so a token can read where things were in the other frames), with sin-cos frame and grid "
+                 "positions, its output upsampled back" if overrides.get("temporal_mode") == "clip" else
+                 "self-attention across the frames at each position with sin-cos frame positions")
+    weighting = ("min-SNR-5 weighting" if config["loss_weighting"] == "min_snr" else
+                 "uniform weighting (the plain v-prediction MSE: high noise levels, where the motion is "
+                 "decided, count fully)")
+    by_motion = ", ".join(f"{m} {pct(v['accuracy'])}" for m, v in r.get("motion_accuracy_by_kind", {}).items())
     card = f"""# toy-video-dit (the `gen video` default)
 
 Text-to-video on the toy world: {config['frames']} frames at {config['fps']:g} fps (2 s) of
 {config['size']}x{config['size']} pixels. A motion module on the shipped image model
 (AnimateDiff's recipe in DiT form, Latte's factorised attention): the `toy-image-dit`
 denoiser and text encoder, frozen, with a temporal transformer block after each of its 8
-spatial blocks (adaLN-Zero on the timestep and pooled text, self-attention across frames
-with sin-cos frame positions, cross-attention to the text tokens, MLP ratio 1; 4.7M
-parameters, all starting at the identity). Only the temporal blocks are stored here
+spatial blocks (adaLN-Zero on the timestep and pooled text, {attention}, cross-attention to the
+text tokens, MLP ratio 1; 4.7M parameters, all starting at the identity). Only the temporal blocks are stored here
 (float16, {megabytes:.1f} MB); loading reads the image model as the base.
 
 ## Recipe
 
-`scripts/train_default_video.py --batch {config['batch']} --minutes {config['max_minutes']}` on one H200
-(via `scripts/device_session.sh`, beside other jobs):
+`scripts/train_default_video.py --batch {config['batch']} --minutes {config['max_minutes']}` on {machine}:
 
 - data: `toy-video` clips (gen.toyworld, seed {config['seed']}, {config['data_n']:,} distinct clips: every
   training clip was new), captions from its grammar
-- v-prediction on the image model's cosine schedule, min-SNR-5 weighting, 10% text dropout
+- v-prediction on the image model's cosine schedule, {weighting}, 10% text dropout
 - AdamW lr {config['lr']} (warm-up {config['warmup']} steps, then constant), grad clip {config['grad_clip']},
   EMA {config['ema_decay']} (the shipped weights), bf16 autocast
 - {steps:,} steps x batch {config['batch']} = {steps * config['batch']:,} clips in {seconds / 60:.1f} min of
@@ -86,6 +94,7 @@ captions give the judge's ceiling and the toy-FVD reference.
 | motion | {pct(g['motion'])} | {pct(c['motion'])} |
 | object, colour and motion all right | {pct(g['all'])} | {pct(c['all'])} |
 
+- motion accuracy by the motion asked: {by_motion}
 - toy FVD (video-judge features, generated vs renders): {r['toy_fvd']:.2f}
 - frame consistency (mean cosine of consecutive frames' image-judge features): generated
   {r['frame_consistency']['generated']:.4f}, renders {r['frame_consistency']['renders']:.4f}
@@ -116,6 +125,8 @@ def main() -> None:
     parser.add_argument("--result", type=Path, help="use this measured result instead of measuring")
     parser.add_argument("--run", type=Path, help="the training run folder (config.json, log.jsonl) for --card")
     parser.add_argument("--card", type=Path, help="write the model card here")
+    parser.add_argument("--machine", default="one H200 (via `scripts/device_session.sh`)",
+                        help="for --card: what the run trained on")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.result:
@@ -126,7 +137,7 @@ def main() -> None:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "per_clip"}, indent=2))
     if args.card:
-        write_card(args.card, args.run, result)
+        write_card(args.card, args.run, result, args.machine)
         print(f"wrote {args.card}")
 
 

@@ -67,6 +67,10 @@ def main() -> None:
     parser.add_argument("--init", default=None,
                         help="continue from this video pipeline (a later stage) instead of the image model")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
+    parser.add_argument("--weighting", choices=("min_snr", "uniform"), default=None,
+                        help="loss weighting over noise levels (default: the recipe's)")
+    parser.add_argument("--temporal-mode", choices=("position", "clip"), default=None,
+                        help="what a temporal block attends over (default: the recipe's, position)")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained pipeline into gen/weights")
     args = parser.parse_args()
     if args.ship:
@@ -79,6 +83,10 @@ def main() -> None:
         recipe.update(init=args.init, warmup=50)
     if args.lr:
         recipe.update(lr=args.lr)
+    if args.weighting:
+        recipe.update(loss_weighting=args.weighting)
+    if args.temporal_mode:
+        recipe.update(model_overrides={**recipe["model_overrides"], "temporal_mode": args.temporal_mode})
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
                       max_minutes=args.minutes, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
                       log_every=50, **recipe)

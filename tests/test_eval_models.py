@@ -154,3 +154,24 @@ def test_gen_eval_image_reports_clipscore_when_a_clip_is_here(tmp_path, capsys, 
     assert main(["eval", "image", "--model", str(tiny_pipe), "--n", "2", "--clip", str(tmp_path / "nope"),
                  "--out", str(tmp_path / "ev3")]) == 2
     assert "--clip" in capsys.readouterr().err and not (tmp_path / "ev3").exists()
+
+
+def test_video_evaluation_of_the_renders_scores_like_them_per_motion(judge):
+    from gen.evaluate import evaluate_video
+    from metrics.video_judge import VideoJudge
+
+    video_judge = VideoJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-video")
+    n = 16
+    _, renders = clip_prompts(n, 32, 8, 4.0, seed=5)
+    report, _ = evaluate_video(Perfect(renders, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5)
+    assert report["generated"]["motion"] == report["renders"]["motion"] == 1.0
+    by_kind = report["motion_accuracy_by_kind"]
+    assert sum(v["n"] for v in by_kind.values()) == n and all(v["accuracy"] == 1.0 for v in by_kind.values())
+    # Every clip played backwards: left becomes right, growing shrinking, ...
+    backwards = renders[:, ::-1].copy()
+    report, _ = evaluate_video(Perfect(backwards, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5)
+    by_kind = report["motion_accuracy_by_kind"]
+    for motion in ("left", "right", "up", "down", "growing", "shrinking"):
+        if motion in by_kind:
+            assert by_kind[motion]["accuracy"] < 0.5, (motion, by_kind[motion])
+    assert report["generated"]["object"] == 1.0

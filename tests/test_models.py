@@ -264,10 +264,11 @@ def test_torch_compile_traces_without_graph_breaks():
         torch.testing.assert_close(out, net(x, t, cond))
 
 
-@pytest.mark.parametrize("name", ["unet-tiny", "dit-tiny"])
-def test_video_from_image_copies_the_image_weights_and_starts_as_the_image_model(name):
+@pytest.mark.parametrize("name, overrides", [("unet-tiny", {}), ("dit-tiny", {}),
+                                             ("dit-tiny", {"temporal_mode": "clip", "temporal_cross_attention": True})])
+def test_video_from_image_copies_the_image_weights_and_starts_as_the_image_model(name, overrides):
     image = _randomize(models.create(name)).eval()
-    video = models.video_from_image(image, frames=4).eval()
+    video = models.video_from_image(image, frames=4, **overrides).eval()
     image_state = image.state_dict()
     for key, value in video.state_dict().items():
         if "temporal" in key:
@@ -327,3 +328,70 @@ def test_temporal_cross_attention_reads_the_text_and_starts_at_zero():
             block.cross.to_out.bias.zero_()
         torch.testing.assert_close(net(x, t, cond), net(x, t, other))
     assert base.shape == x.shape
+
+
+def test_a_block_conditions_groups_of_rows_like_their_rows_repeated():
+    # A clip's frames (or positions) share one conditioning; passing it once per group
+    # must equal passing a copy per row, the plain per-row reference.
+    torch.manual_seed(0)
+    block = DiTBlock(32, 4, 2.0, context_dim=32)
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    groups, rows = 3, 5
+    x, c = torch.randn(groups * rows, 7, 32), torch.randn(groups, 32)
+    ctx, mask = torch.randn(groups, 4, 32), torch.rand(groups, 4) > 0.3
+    with torch.no_grad():
+        grouped = block(x, c, ctx, mask)
+        per_row = block(x, *(v.repeat_interleave(rows, 0) for v in (c, ctx, mask)))
+    torch.testing.assert_close(grouped, per_row, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="do not split into 4"):
+        block(x, torch.randn(4, 32), None)
+
+
+@pytest.mark.parametrize("keys", [3, 8, 64, 65, 200])
+def test_attention_equals_the_fused_kernel_with_and_without_a_mask(keys):
+    from models.blocks import attention
+
+    torch.manual_seed(keys)
+    q, k, v = torch.randn(4, 2, 9, 16), torch.randn(4, 2, keys, 16), torch.randn(4, 2, keys, 16)
+    mask = torch.rand(4, 1, 1, keys) > 0.4
+    mask[..., 0] = True  # every row attends somewhere
+    for m in (None, mask):
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        torch.testing.assert_close(attention(q, k, v, m), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["position", "clip"])
+def test_clip_temporal_blocks_read_other_positions_of_other_frames(mode):
+    # "position": a temporal block sees the frames at one token position only; "clip": every
+    # (pooled) token of the clip, so a change at one corner of frame 0 reaches the far corner
+    # of frame 2 within the block itself.
+    net = models.create("video-dit-tiny", tubelet=1, temporal_mode=mode).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # small weights: soft attention
+        for p in net.temporal_blocks[0].parameters():
+            p.normal_(std=0.05)
+    b, frames, rows, dim = 2, 3, 8, net.config.hidden_size
+    h = torch.randn(b * frames, rows * rows, dim)
+    h2 = h.clone()
+    h2[0, 0] += torch.randn(dim)  # clip 0, frame 0, top-left token
+    c, time_pos = torch.randn(b, dim), torch.randn(frames, dim)
+    with torch.no_grad():
+        out, out2 = (net.temporal(net.temporal_blocks[0], x, b, (rows, rows), c, None, None, time_pos) for x in (h, h2))
+    far = (out2 - out)[2, -1]  # clip 0, frame 2, bottom-right token
+    if mode == "clip":
+        assert far.abs().max() > 1e-5  # ~1e-3 with these weights
+    else:
+        assert torch.equal(far, torch.zeros_like(far))
+    assert torch.equal(out[frames:], out2[frames:])  # the other clip is untouched
+
+
+def test_clip_temporal_mode_names_bad_settings():
+    with pytest.raises(ValueError, match="temporal_mode must be one of position, clip"):
+        models.create("video-dit-tiny", temporal_mode="diagonal")
+    with pytest.raises(ValueError, match="temporal_pool must be a positive integer"):
+        models.create("video-dit-tiny", temporal_pool=0)
+    net = models.create("video-dit-tiny", tubelet=1, temporal_mode="clip", temporal_pool=4)
+    x, t, cond = _inputs(net, frames=2, size=12)  # 6x6 tokens with patch 2
+    with pytest.raises(ValueError, match="temporal_pool 4 needs a token grid divisible by 4, got 6x6"):
+        net(x, t, cond)

@@ -220,3 +220,21 @@ def test_video_training_and_sampling_in_a_video_vae_latent_space(tmp_path, capsy
     assert main(["video", "a cat", "--model", str(run / "pipeline"), "--frames", "6", "--steps", "1",
                  "--out", str(tmp_path / "x.gif")]) == 2
     assert "needs 1 + a multiple of 2" in capsys.readouterr().err and not (tmp_path / "x.gif").exists()
+
+
+def test_clip_wide_temporal_blocks_need_sizes_their_pooling_divides(tmp_path, capsys, monkeypatch):
+    torch.manual_seed(0)
+    enc = _text_encoder()
+    net = _jiggle(models.create("video-dit-tiny", sample_size=8, frames=4, tubelet=1, temporal_mode="clip",
+                                temporal_cross_attention=True, text_dim=enc.dim, pooled_dim=enc.pooled_dim))
+    assert net.size_multiple == 4  # patch 2 x pooling 2
+    path = VideoPipeline(net, enc, NoiseSchedule.create("cosine", prediction="v"),
+                         SamplingDefaults(size=8, steps=2, frames=4, fps=2.0)).save_pretrained(tmp_path / "clip")
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    code, _, err = _video(capsys, "a cat", "--model", str(path), "--size", "10")
+    assert code == 2 and "--size 10 is not divisible by 4 (the model's patch size times its temporal pooling)" in err
+    assert list(out.iterdir()) == []
+    code, printed, _ = _video(capsys, "a cat", "--model", str(path), "--size", "12")
+    assert code == 0 and read_video(printed[0])[0].shape == (4, 12, 12, 3)

@@ -289,6 +289,8 @@ def markdown_report(target: str, r: dict) -> str:
     lines += [f"| {k} | {pct(g.get(k))} | {pct(c.get(k))} |" for k in keys]
     lines.append("")
     if target == "video":
+        lines += ["- motion accuracy by the motion asked: " + ", ".join(
+            f"{m} {pct(v['accuracy'])} (n={v['n']})" for m, v in r["motion_accuracy_by_kind"].items())]
         lines += [f"- toy FVD: {r['toy_fvd']:.3f}",
                   f"- frame consistency: generated {r['frame_consistency']['generated']:.4f}, "
                   f"renders {r['frame_consistency']['renders']:.4f}",

@@ -106,9 +106,12 @@ def run(args: argparse.Namespace) -> int:
     timings["load"] = time.perf_counter() - t0
     d = pipe.defaults
     size, frames = args.size or d.size, args.frames or d.frames
-    factor = getattr(pipe.denoiser.config, "patch_size", 1) * (pipe.vae.scale_factor if pipe.vae is not None else 1)
+    multiple = getattr(pipe.denoiser, "size_multiple", getattr(pipe.denoiser.config, "patch_size", 1))
+    factor = multiple * (pipe.vae.scale_factor if pipe.vae is not None else 1)
     if size % factor:
-        raise GenError(f"--size {size} is not divisible by {factor} (the model's patch size"
+        what = "patch size" if multiple == getattr(pipe.denoiser.config, "patch_size", 1) else \
+            "patch size times its temporal pooling"
+        raise GenError(f"--size {size} is not divisible by {factor} (the model's {what}"
                        f"{' times the VAE factor' if pipe.vae is not None else ''})")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
