@@ -65,8 +65,8 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     prompts, renders = clip_prompts(n, size, frames, fps, seed)
     cfg_ = judge.config
     targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in prompts]
-    samples, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress)
-    clips, real = samples, to_clips(renders)
+    clips, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress)
+    real = to_clips(renders)
     device = next(judge.parameters()).device
 
     def scores(x):
@@ -94,8 +94,8 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     flicker = {"generated": temporal_flicker(clips).mean().item(), "renders": temporal_flicker(real).mean().item()}
     report = {"n": n, "seed": seed, "size": size, "frames": frames, "fps": fps,
               "steps": steps or d.steps, "sampler": sampler or d.sampler, "cfg": d.cfg if cfg is None else cfg,
-              "generated": generated, "renders": ceiling, "motion_accuracy_by_kind": by_motion, "toy_fvd": fvd, "frame_consistency": consistency,
-              "flicker": flicker, "seconds_per_clip": seconds / n,
+              "generated": generated, "renders": ceiling, "motion_accuracy_by_kind": by_motion, "toy_fvd": fvd,
+              "frame_consistency": consistency, "flicker": flicker, "seconds_per_clip": seconds / n,
               "per_clip": [{"prompt": p, **row} for p, row in zip(prompts, per_clip)]}
     return report, clips
 

@@ -14,32 +14,37 @@ import argparse
 import json
 import shutil
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
 import time
 
-STAGES = r"""
+STAGES = string.Template(r"""
 import json, sys, time
 t0 = time.perf_counter()
 import torch
-from gen.pipeline import Pipeline, to_uint8
-from gen.video_io import write_png
+$imports
 t1 = time.perf_counter()
-pipe = Pipeline.from_pretrained("default")
+pipe = $pipeline.from_pretrained("default")
 t2 = time.perf_counter()
 prompt = sys.argv[1]
 cond = pipe.encode_prompt([prompt])
 t3 = time.perf_counter()
 x = pipe.generate([prompt], [0])
 t4 = time.perf_counter()
-image = to_uint8(x)[0]
+out = $decode
 t5 = time.perf_counter()
-write_png(sys.argv[2], image, {"prompt": prompt})
+$save
 t6 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "load": t2 - t1, "text": t3 - t2, "denoise (incl. text)": t4 - t3,
                   "decode": t5 - t4, "save": t6 - t5}))
-"""
+""")
+
+
+def stage_script(imports: str, pipeline: str, decode: str, save: str) -> str:
+    """The instrumented stand-in for `gen image|video`: what it does, stage by stage, timed."""
+    return STAGES.substitute(imports=imports, pipeline=pipeline, decode=decode, save=save)
 
 
 def bench(command: str, suffix: str, stages: str, default_prompt: str, description: str) -> None:
@@ -69,7 +74,9 @@ def bench(command: str, suffix: str, stages: str, default_prompt: str, descripti
 
 
 def main() -> None:
-    bench("image", ".png", STAGES, "a cat in a hat", __doc__.splitlines()[0])
+    stages = stage_script("from gen.pipeline import Pipeline, to_uint8\nfrom gen.video_io import write_png",
+                          "Pipeline", "to_uint8(x)[0]", 'write_png(sys.argv[2], out, {"prompt": prompt})')
+    bench("image", ".png", stages, "a cat in a hat", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
