@@ -59,23 +59,42 @@ def video_from_image(image_model: ConfiguredModule, frames: int = 16, **override
     start at zero, the identity: before training, the video model is the image model
     applied to each frame. `overrides` set other config fields (e.g. temporal_mlp_ratio).
     """
-    import dataclasses
-
     config = image_model.config
     if getattr(config, "video", False):
         raise ValueError(f"video_from_image needs an image model, got a video {type(image_model).__name__}")
     if overrides.get("tubelet", 1) != 1:
         raise ValueError(f"video_from_image keeps one-frame tubelets (the image patch embedding), "
                          f"got tubelet={overrides['tubelet']}")
-    fields = {**dataclasses.asdict(config), "video": True, "frames": frames, **overrides}
-    video = type(image_model).from_config(fields)
-    video.to(next(image_model.parameters()).device)
-    missing, unexpected = video.load_state_dict(image_model.state_dict(), strict=False)
+    video, missing = _copy_into(image_model, {"video": True, "frames": frames, **overrides})
     spatial_missing = [k for k in missing if "temporal" not in k]
-    if unexpected or spatial_missing:
-        raise ValueError(f"the video twin does not hold the image weights (unexpected {unexpected[:3]}, "
-                         f"missing {spatial_missing[:3]}): were overrides changing the spatial layers given?")
+    if spatial_missing:
+        raise ValueError(f"the video twin does not hold the image weights (missing {spatial_missing[:3]}): "
+                         "were overrides changing the spatial layers given?")
     return video
+
+
+def extend(model: ConfiguredModule, **overrides) -> ConfiguredModule:
+    """`model` with config fields changed that only add layers (e.g. a video DiT's
+    `temporal_conv`): every weight is copied and the new layers start at their
+    initialisation, which is the identity for residual branches, so the result computes
+    what `model` did. A change that alters an existing layer is a ValueError."""
+    return _copy_into(model, overrides)[0]
+
+
+def _copy_into(model: ConfiguredModule, overrides: dict) -> tuple[ConfiguredModule, list[str]]:
+    """(model of the same class with `overrides` on its config, holding every weight of
+    `model`; the names of its weights `model` did not have)."""
+    import dataclasses
+
+    new = type(model).from_config({**dataclasses.asdict(model.config), **overrides})
+    new.to(next(model.parameters()).device)
+    try:
+        missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{overrides} changes existing layers of the {type(model).__name__}: {err}") from None
+    if unexpected:
+        raise ValueError(f"{overrides} removes layers of the {type(model).__name__} (e.g. {unexpected[:3]})")
+    return new, missing
 
 
 def list_models() -> list[tuple[str, int]]:
@@ -121,6 +140,6 @@ def summary() -> list[dict]:
     return rows
 
 
-__all__ = ["video_from_image", "summary", "native_input", "create", "list_models", "load_pretrained", "read_config", "PRESETS", "DiT", "DiTConfig",
+__all__ = ["video_from_image", "extend", "summary", "native_input", "create", "list_models", "load_pretrained", "read_config", "PRESETS", "DiT", "DiTConfig",
            "UNet", "UNetConfig", "TextEncoder", "TextEncoderConfig", "ImageVAE", "ImageVAEConfig", "create_vae", "VideoVAE",
            "VideoVAEConfig", "create_video_vae", "ConfiguredModule", "register"]

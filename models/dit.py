@@ -8,6 +8,9 @@ or full 3-D attention over all tokens. A factorised temporal block attends over 
 at one position (`temporal_mode="position"`), or over every token of the clip after
 average-pooling each frame's token grid (`"clip"`): a token can then read where things
 were in other frames, which is what moving them takes; its residual is upsampled back.
+`temporal_conv` adds a motion path after each temporal block: a depthwise 3x3x3
+convolution over frames and the token grid, on channels gated by the conditioning, so a
+small shift of a token's content from one frame to the next is one kernel tap.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class DiTConfig:
     temporal_cross_attention: bool = False  # video, factorised: temporal blocks also read the text tokens
     temporal_mode: str = "position"  # video, factorised: position (frames at one position) | clip (all tokens)
     temporal_pool: int = 2  # temporal_mode "clip": token grid pooled by this factor per side
+    temporal_conv: int = 0  # video, factorised: channels of a space-time conv after each temporal block (0: none)
     text_dim: int | None = None  # token embeddings to cross-attend to
     pooled_dim: int | None = None  # pooled text embedding added to the timestep
     num_classes: int | None = None
@@ -88,6 +92,32 @@ class DiTBlock(nn.Module):
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
+class MotionConv(nn.Module):
+    """A residual space-time convolution on a clip's tokens: LayerNorm, a linear map to
+    `width` channels scaled and shifted by the conditioning (timestep + pooled text, so
+    the prompt picks which channels carry), SiLU, a depthwise convolution over (frames,
+    rows, columns), and a linear map back that starts at zero (identity at init)."""
+
+    def __init__(self, dim: int, width: int, kernel: int = 3):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.proj_in = nn.Linear(dim, width)
+        self.ada = zero_(nn.Linear(dim, 2 * width))
+        self.conv = nn.Conv3d(width, width, kernel, padding=kernel // 2, groups=width)
+        self.proj_out = zero_(nn.Linear(width, dim))
+
+    def forward(self, h, c, grid: tuple[int, int]):
+        # h: ((B T), N, D) tokens of B clips on a rows x cols grid; c: (B, D)
+        b = c.shape[0]
+        shift, scale = self.ada(nn.functional.silu(c)).chunk(2, dim=-1)
+        u = rearrange(self.proj_in(self.norm(h)), "(b t) (y x) w -> b t y x w", b=b, y=grid[0])
+        u = nn.functional.silu(u * (1 + scale[:, None, None, None]) + shift[:, None, None, None])
+        # contiguous: on CPU with bf16, torch 2.14's depthwise weight gradient from a
+        # channels-last-ordered input is wrong on small clips (checked against float32)
+        u = self.conv(rearrange(u, "b t y x w -> b w t y x").contiguous())
+        return h + self.proj_out(rearrange(u, "b w t y x -> (b t) (y x) w"))
+
+
 class FinalLayer(nn.Module):
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
@@ -113,6 +143,8 @@ class DiT(ConfiguredModule):
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {cfg.attention!r}")
         if cfg.temporal_mode not in TEMPORAL_MODES:
             raise ValueError(f"temporal_mode must be one of {', '.join(TEMPORAL_MODES)}, got {cfg.temporal_mode!r}")
+        if cfg.temporal_conv < 0:
+            raise ValueError(f"temporal_conv is a channel count (0 for none), got {cfg.temporal_conv}")
         if cfg.temporal_pool < 1:
             raise ValueError(f"temporal_pool must be a positive integer, got {cfg.temporal_pool}")
         if cfg.tubelet > 1 and not cfg.video:
@@ -125,10 +157,16 @@ class DiT(ConfiguredModule):
         context = dim if cfg.text_dim else None
         self.blocks = nn.ModuleList(DiTBlock(dim, cfg.num_heads, cfg.mlp_ratio, context) for _ in range(cfg.depth))
         factorized = cfg.video and cfg.attention == "factorized"
+        if cfg.temporal_conv and not factorized:
+            raise ValueError(f"temporal_conv={cfg.temporal_conv} needs a video DiT with factorised attention "
+                             f"(video=True, attention='factorized'), got video={cfg.video}, "
+                             f"attention={cfg.attention!r}")
         temporal_ratio = cfg.mlp_ratio if cfg.temporal_mlp_ratio is None else cfg.temporal_mlp_ratio
         temporal_context = context if cfg.temporal_cross_attention else None
         self.temporal_blocks = nn.ModuleList(DiTBlock(dim, cfg.num_heads, temporal_ratio, temporal_context)
                                              for _ in range(cfg.depth if factorized else 0))
+        self.temporal_convs = nn.ModuleList(MotionConv(dim, cfg.temporal_conv)
+                                            for _ in range(cfg.depth if cfg.temporal_conv else 0))
         self.final = FinalLayer(dim, cfg.patch_size**2 * cfg.tubelet * self.out_channels)
         self._init_weights()
 
@@ -149,6 +187,9 @@ class DiT(ConfiguredModule):
             zero_(block.ada)
             if block.cross is not None:
                 zero_(block.cross.to_out)
+        for motion in self.temporal_convs:
+            zero_(motion.ada)
+            zero_(motion.proj_out)
         zero_(self.final.ada)
         zero_(self.final.linear)
 
@@ -194,6 +235,8 @@ class DiT(ConfiguredModule):
                 if self.temporal_blocks and frames > 1:
                     h = self.temporal(self.temporal_blocks[i], h, b, (height // p, width // p), c,
                                       context if cfg.temporal_cross_attention else None, mask, time_pos)
+                    if self.temporal_convs:
+                        h = self.temporal_convs[i](h, c, (height // p, width // p))
             out = rearrange(self.final(h, c.repeat_interleave(frames, 0)), "(b t) n e -> b t n e", b=b)
         else:  # full 3-D attention over all T' x N tokens
             h = rearrange(tokens + time_pos[None, :, None], "b t n d -> b (t n) d")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -35,14 +36,35 @@ def measure(model: str, judge: Path, n: int, steps, sampler, cfg, batch: int, de
     return report
 
 
-def write_card(path: Path, run: Path, r: dict, machine: str) -> None:
+def recipe_command(config: dict, steps: int) -> str:
+    """The `scripts/train_default_video.py` command line that repeats a run with `config`
+    to `steps` (the data order is a function of the step, so the steps pin the run down)."""
+    overrides = config.get("model_overrides", {})
+    flags = [f"--batch {config['batch']}", f"--steps {steps}"]
+    if config.get("init") and config["init"] != "toy-image-dit":
+        flags.append(f"--init {config['init']}")
+    if config["loss_weighting"] != "min_snr":
+        flags.append(f"--weighting {config['loss_weighting']}")
+    if config["lr"] != 1e-3:
+        flags.append(f"--lr {config['lr']:g}")
+    if "temporal_mode" in overrides:
+        flags.append(f"--temporal-mode {overrides['temporal_mode']}")
+    if overrides.get("temporal_conv"):
+        flags.append(f"--temporal-conv {overrides['temporal_conv']}")
+    return "scripts/train_default_video.py " + " ".join(flags)
+
+
+def write_card(path: Path, run: Path, r: dict, machine: str, earlier: str | None = None) -> None:
+    from safetensors import safe_open
+
     config = json.loads((run / "config.json").read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     steps = log[-1]["step"]
     seconds = sum(50 / row["steps_per_s"] for row in log)  # logged every 50 steps
     g, c = r["generated"], r["renders"]
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
-    megabytes = (path.parent / "denoiser" / "model.safetensors").stat().st_size / 1e6
+    stored = path.parent / "denoiser" / "model.safetensors"
+    megabytes = stored.stat().st_size / 1e6
     floor = 0.8  # issue 8: object, colour and motion each right in at least 80% of clips
     short = [k for k in ("object", "color", "motion") if g[k] is not None and g[k] < floor]
     status = (f"Below the 80% floor on {', '.join(short)}: {steps:,} steps is a short run; the same recipe "
@@ -54,9 +76,15 @@ def write_card(path: Path, run: Path, r: dict, machine: str) -> None:
                  "(so a token can read where things were in the other frames), with sin-cos frame and grid "
                  "positions, its output upsampled back" if overrides.get("temporal_mode") == "clip" else
                  "self-attention across the frames at each position with sin-cos frame positions")
+    conv = overrides.get("temporal_conv", 0)
+    motion_path = (f", then a motion path: a depthwise 3x3x3 convolution over frames and the token grid on "
+                   f"{conv} channels scaled and shifted by the timestep and pooled text" if conv else "")
+    with safe_open(str(stored), "pt") as f:
+        parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     weighting = ("min-SNR-5 weighting" if config["loss_weighting"] == "min_snr" else
                  "uniform weighting (the plain v-prediction MSE: high noise levels, where the motion is "
                  "decided, count fully)")
+    before = f"{earlier.strip()}\n\nThen " if earlier else ""  # the stage(s) that made the --init model
     by_motion = ", ".join(f"{m} {pct(v['accuracy'])}" for m, v in r.get("motion_accuracy_by_kind", {}).items())
     card = f"""# toy-video-dit (the `gen video` default)
 
@@ -65,12 +93,12 @@ Text-to-video on the toy world: {config['frames']} frames at {config['fps']:g} f
 (AnimateDiff's recipe in DiT form, Latte's factorised attention): the `toy-image-dit`
 denoiser and text encoder, frozen, with a temporal transformer block after each of its 8
 spatial blocks (adaLN-Zero on the timestep and pooled text, {attention}, cross-attention to the
-text tokens, MLP ratio 1; 4.7M parameters, all starting at the identity). Only the temporal blocks are stored here
-(float16, {megabytes:.1f} MB); loading reads the image model as the base.
+text tokens, MLP ratio 1{motion_path}; {parameters / 1e6:.2f}M parameters, all starting at the identity). Only the
+temporal layers are stored here (float16, {megabytes:.1f} MB); loading reads the image model as the base.
 
 ## Recipe
 
-`scripts/train_default_video.py --batch {config['batch']} --minutes {config['max_minutes']}` on {machine}:
+{before}`{recipe_command(config, steps)}` on {machine}:
 
 - data: `toy-video` clips (gen.toyworld, seed {config['seed']}, {config['data_n']:,} distinct clips: every
   training clip was new), captions from its grammar
@@ -125,6 +153,8 @@ def main() -> None:
     parser.add_argument("--result", type=Path, help="use this measured result instead of measuring")
     parser.add_argument("--run", type=Path, help="the training run folder (config.json, log.jsonl) for --card")
     parser.add_argument("--card", type=Path, help="write the model card here")
+    parser.add_argument("--earlier", type=Path,
+                        help="for --card: a Markdown file saying how the --init model was trained")
     parser.add_argument("--machine", default="one H200 (via `scripts/device_session.sh`)",
                         help="for --card: what the run trained on")
     args = parser.parse_args()
@@ -137,7 +167,8 @@ def main() -> None:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "per_clip"}, indent=2))
     if args.card:
-        write_card(args.card, args.run, result, args.machine)
+        write_card(args.card, args.run, result, args.machine,
+                   args.earlier.read_text() if args.earlier else None)
         print(f"wrote {args.card}")
 
 

@@ -71,6 +71,8 @@ def main() -> None:
                         help="loss weighting over noise levels (default: the recipe's)")
     parser.add_argument("--temporal-mode", choices=("position", "clip"), default=None,
                         help="what a temporal block attends over (default: the recipe's, position)")
+    parser.add_argument("--temporal-conv", type=int, default=None,
+                        help="add a space-time conv motion path of this many channels after each temporal block")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained pipeline into gen/weights")
     args = parser.parse_args()
     if args.ship:
@@ -87,6 +89,8 @@ def main() -> None:
         recipe.update(loss_weighting=args.weighting)
     if args.temporal_mode:
         recipe.update(model_overrides={**recipe["model_overrides"], "temporal_mode": args.temporal_mode})
+    if args.temporal_conv is not None:
+        recipe.update(model_overrides={**recipe["model_overrides"], "temporal_conv": args.temporal_conv})
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
                       max_minutes=args.minutes, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
                       log_every=50, **recipe)

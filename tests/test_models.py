@@ -9,7 +9,7 @@ import torch
 
 import models
 from models.blocks import ResBlock, SpatialTransformer, TemporalAttention, TemporalConv
-from models.dit import DiTBlock
+from models.dit import DiTBlock, MotionConv
 
 TINY = ("unet-tiny", "dit-tiny", "video-unet-tiny", "video-dit-tiny")
 
@@ -395,3 +395,72 @@ def test_clip_temporal_mode_names_bad_settings():
     x, t, cond = _inputs(net, frames=2, size=12)  # 6x6 tokens with patch 2
     with pytest.raises(ValueError, match="temporal_pool 4 needs a token grid divisible by 4, got 6x6"):
         net(x, t, cond)
+
+
+def test_extend_adds_a_motion_path_at_identity_and_refuses_to_change_layers():
+    net = _randomize(models.create("video-dit-tiny", tubelet=1)).eval()
+    moving = models.extend(net, temporal_conv=8).eval()
+    assert len(moving.temporal_convs) == net.config.depth and not net.temporal_convs
+    state = moving.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    x, t, cond = _inputs(net, frames=3)
+    with torch.no_grad():
+        assert torch.equal(moving(x, t, cond), net(x, t, cond))  # the new branch adds exact zeros
+    with pytest.raises(ValueError, match="changes existing layers"):
+        models.extend(net, hidden_size=32)
+    with pytest.raises(ValueError, match="removes layers"):
+        models.extend(moving, temporal_conv=0)
+
+
+def test_motion_conv_reaches_one_frame_and_one_token_around_and_the_prompt_can_close_it():
+    torch.manual_seed(0)
+    conv = MotionConv(16, 6)
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.normal_(std=0.3)
+    b, frames, rows = 2, 4, 6
+    h = torch.randn(b * frames, rows * rows, 16)
+    c = torch.randn(b, 16)
+    h2 = h.clone()
+    h2[1, 2 * rows + 3] += torch.randn(16)  # clip 0, frame 1, token (row 2, column 3)
+    with torch.no_grad():
+        reach = (conv(h2, c, (rows, rows)) - conv(h, c, (rows, rows))).abs().amax(-1) > 0
+    expected = torch.zeros(b, frames, rows, rows, dtype=torch.bool)
+    expected[0, 0:3, 1:4, 2:5] = True  # frames 0-2, the 3x3 tokens around (2, 3)
+    assert torch.equal(reach.reshape(b, frames, rows, rows), expected)
+    with torch.no_grad():  # a conditioning that scales every channel by 1 + (-1) = 0 closes the path
+        conv.ada.weight.zero_()
+        conv.ada.bias.copy_(torch.cat([torch.zeros(6), -torch.ones(6)]))
+        residual = conv(h, c, (rows, rows)) - h
+        torch.testing.assert_close(conv(h2, c, (rows, rows)) - h2, residual)
+
+
+def test_temporal_conv_names_bad_settings():
+    with pytest.raises(ValueError, match="temporal_conv is a channel count"):
+        models.create("video-dit-tiny", temporal_conv=-1)
+    with pytest.raises(ValueError, match="temporal_conv=4 needs a video DiT with factorised attention"):
+        models.create("dit-tiny", temporal_conv=4)
+    with pytest.raises(ValueError, match="attention='full'"):
+        models.create("video-dit-tiny", temporal_conv=4, attention="full")
+
+
+@pytest.mark.parametrize("width", [4, 32])
+def test_motion_conv_bf16_gradients_match_float32(width):
+    # Guards a CPU kernel fault: a bf16 depthwise Conv3d fed a channels-last-ordered input
+    # returns a wrong weight gradient on small clips (here 2 frames of 4x4 tokens).
+    torch.manual_seed(0)
+    conv = MotionConv(16, width)
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.normal_(std=0.3)
+    h, c = torch.randn(2 * 2, 16, 16), torch.randn(2, 16)
+
+    def grads(bf16: bool):
+        conv.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            conv(h, c, (4, 4)).float().square().sum().backward()
+        return {name: p.grad.clone() for name, p in conv.named_parameters()}
+
+    exact, low = grads(False), grads(True)
+    for name, g in exact.items():
+        assert (low[name] - g).abs().max() <= 0.05 * g.abs().max(), name

@@ -181,6 +181,25 @@ def test_train_video_from_an_image_model_keeps_the_frozen_spatial_layers(tmp_pat
     assert code == 2
 
 
+def test_train_video_continues_a_video_model_with_a_motion_path_added(tmp_path, pipes):
+    # --init a video pipeline with model_overrides that add layers (temporal_conv): every
+    # weight it had is kept, the new motion path starts at identity and trains.
+    config = tmp_path / "motion.json"
+    config.write_text(json.dumps({"model_overrides": {"temporal_conv": 4}}))
+    run = tmp_path / "run"
+    code = main(["train", "video", "--config", str(config), "--data", "toy-video", "--init", str(pipes["video"]),
+                 "--freeze-spatial", "--frames", "4", "--size", "8", "--fps", "2", "--steps", "2", "--batch", "2",
+                 "--n", "8", "--sample-every", "0", "--out", str(run)])
+    assert code == 0
+    start = VideoPipeline.from_pretrained(str(pipes["video"])).denoiser.state_dict()
+    net = VideoPipeline.from_pretrained(str(run / "pipeline")).denoiser
+    assert net.config.temporal_conv == 4
+    state = net.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in start.items() if "temporal" not in k)
+    assert set(state) - set(start) == {k for k in state if "temporal_convs" in k}
+    assert all(state[k].abs().max() > 0 for k in state if k.endswith("proj_out.weight"))  # zero at init
+
+
 def test_joint_training_feeds_images_as_one_frame_clips_that_skip_the_temporal_layers(tmp_path):
     # Every step on images (ratio 1): the temporal layers see no frames to mix, get no
     # gradient and stay at their zero start; the spatial layers train.

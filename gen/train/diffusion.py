@@ -121,7 +121,8 @@ class DiffusionTask:
     def from_image_model(self, in_channels: int):
         """(video denoiser, text encoder) started from the pipeline cfg.init: an image model's
         spatial layers and text encoder with new temporal layers at identity, or a video
-        model's every weight (to continue training it)."""
+        model's every weight (to continue training it, with any layers the model
+        overrides add, such as a temporal_conv, at identity)."""
         import models
         from gen.pipeline import load_pipeline
 
@@ -133,9 +134,9 @@ class DiffusionTask:
         if start.denoiser.config.in_channels != in_channels:
             raise GenError(f"--init {cfg.init} has {start.denoiser.config.in_channels} input channels, "
                            f"this run needs {in_channels}")
-        if start.kind == "video":
-            return start.denoiser, start.text_encoder
         try:
+            if start.kind == "video":  # continue it, with any layers the overrides add
+                return models.extend(start.denoiser, **cfg.model_overrides), start.text_encoder
             denoiser = models.video_from_image(start.denoiser, frames=cfg.frames, **cfg.model_overrides)
         except ValueError as err:
             raise GenError(f"--init {cfg.init}: {err}") from None
