@@ -229,14 +229,14 @@ class DiT(ConfiguredModule):
         if not cfg.video or cfg.attention == "factorized":
             # Spatial blocks see each frame alone; temporal blocks each position over time
             # (skipped for one-frame clips: images in joint image-video training).
-            h = rearrange(tokens, "b t n d -> (b t) n d")
+            h, grid = rearrange(tokens, "b t n d -> (b t) n d"), (height // p, width // p)
             for i, block in enumerate(self.blocks):
                 h = block(h, c, context, mask)
                 if self.temporal_blocks and frames > 1:
-                    h = self.temporal(self.temporal_blocks[i], h, b, (height // p, width // p), c,
+                    h = self.temporal(self.temporal_blocks[i], h, b, grid, c,
                                       context if cfg.temporal_cross_attention else None, mask, time_pos)
                     if self.temporal_convs:
-                        h = self.temporal_convs[i](h, c, (height // p, width // p))
+                        h = self.temporal_convs[i](h, c, grid)
             out = rearrange(self.final(h, c.repeat_interleave(frames, 0)), "(b t) n e -> b t n e", b=b)
         else:  # full 3-D attention over all T' x N tokens
             h = rearrange(tokens + time_pos[None, :, None], "b t n d -> b (t n) d")

@@ -38,19 +38,21 @@ def measure(model: str, judge: Path, n: int, steps, sampler, cfg, batch: int, de
 
 def recipe_command(config: dict, steps: int) -> str:
     """The `scripts/train_default_video.py` command line that repeats a run with `config`
-    to `steps` (the data order is a function of the step, so the steps pin the run down)."""
-    overrides = config.get("model_overrides", {})
+    to `steps` (the data order is a function of the step, so the steps pin the run down):
+    the recipe's flags where the run differs from its RECIPE."""
+    from train_default_video import RECIPE  # this script's folder is on sys.path
+
+    overrides, base = config.get("model_overrides", {}), RECIPE["model_overrides"]
     flags = [f"--batch {config['batch']}", f"--steps {steps}"]
-    if config.get("init") and config["init"] != "toy-image-dit":
+    if config.get("init") != RECIPE["init"]:
         flags.append(f"--init {config['init']}")
-    if config["loss_weighting"] != "min_snr":
+    if config["loss_weighting"] != RECIPE["loss_weighting"]:
         flags.append(f"--weighting {config['loss_weighting']}")
-    if config["lr"] != 1e-3:
+    if config["lr"] != RECIPE["lr"]:
         flags.append(f"--lr {config['lr']:g}")
-    if "temporal_mode" in overrides:
-        flags.append(f"--temporal-mode {overrides['temporal_mode']}")
-    if overrides.get("temporal_conv"):
-        flags.append(f"--temporal-conv {overrides['temporal_conv']}")
+    for key in ("temporal_mode", "temporal_conv"):
+        if overrides.get(key, base.get(key)) != base.get(key):
+            flags.append(f"--{key.replace('_', '-')} {overrides[key]}")
     return "scripts/train_default_video.py " + " ".join(flags)
 
 

@@ -1,7 +1,9 @@
 """Recipe for the shipped text-to-video default (`gen video` with no --model).
 
     python scripts/train_default_video.py --out runs/default-video [--minutes 6] [--device cuda]
-    python scripts/eval_toy_video.py runs/default-video/pipeline --card    # measure, write the card
+    python scripts/eval_toy_video.py --model runs/default-video/pipeline --json runs/eval.json
+    python scripts/eval_toy_video.py --result runs/eval.json --run runs/default-video \
+        --card runs/default-video/pipeline/README.md                 # write the card
     python scripts/train_default_video.py --ship runs/default-video/pipeline
 
 A motion module on the shipped image model (AnimateDiff's recipe, in DiT form): the
