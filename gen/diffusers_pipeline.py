@@ -72,6 +72,17 @@ def is_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and not Path(name).exists()
 
 
+def is_cached(repo_id: str) -> bool:
+    """Whether the Hugging Face cache holds a snapshot of `repo_id` (looked up, never fetched)."""
+    try:
+        import huggingface_hub
+
+        huggingface_hub.snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True)
+    except Exception:  # not cached (LocalEntryNotFoundError), a malformed id, no huggingface_hub
+        return False
+    return True
+
+
 class DiffusersVAE(nn.Module):
     """An AutoencoderKL behind the pipeline's VAE contract: decode(z) -> pixels in [-1, 1].
 
@@ -104,9 +115,9 @@ class DiffusersPipeline(Pipeline):
 
     @classmethod
     def from_pretrained(cls, name_or_path, device="cpu", dtype: torch.dtype | None = None,
-                        local_files_only: bool = False) -> DiffusersPipeline:
-        """Load a diffusers pipeline folder, or a hub id: from the Hugging Face cache first,
-        then (unless `local_files_only` or HF_HUB_OFFLINE) downloaded once, with no retries."""
+                        local_files_only: bool = True) -> DiffusersPipeline:
+        """Load a diffusers pipeline folder, or a hub id: from the Hugging Face cache, and
+        only with `local_files_only=False` (and no HF_HUB_OFFLINE) downloaded once, with no retries."""
         name = str(name_or_path)
         path = Path(name)
         if not (path / INDEX).is_file():

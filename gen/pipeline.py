@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gen.errors import GenError
+from gen.errors import GenError, read_json, reading
 
 INDEX = "model_index.json"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SAMPLERS = ("ddim", "ddpm", "dpm++2m", "heun")
 NULL_CONDITIONINGS = ("learned", "empty_prompt")
+MAX_SCALE = 4  # generation may go up to this multiple of the trained size and frame count
 
 
 DEFAULT_VAE, DEFAULT_VIDEO_VAE = "toy-vae", "toy-video-vae"
@@ -43,7 +44,7 @@ def resolve_vae(model: str, video: bool = False) -> Path:
         return path
     for path in (Path(model), WEIGHTS_DIR / model):
         if (path / INDEX).is_file():  # a pipeline folder: its vae part
-            part = json.loads((path / INDEX).read_text()).get("vae")
+            part = _read_index(path).get("vae")
             if not part:
                 raise GenError(f"--model {model}: the pipeline in {path} has no VAE (a pixel-space model)")
             return path / part
@@ -67,15 +68,58 @@ def shipped_models(kind: str = "image") -> dict[str, Path]:
     return found
 
 
+def _read_index(path: Path) -> dict:
+    """A pipeline folder's model_index.json, checked to be a table with the parts it names."""
+    index = read_json(path / INDEX, fix="rewrite it with save_pretrained, or restore the folder")
+    if not isinstance(index, dict):
+        raise GenError(f"{path / INDEX} is not a JSON object; the pipeline folder is damaged")
+    if "_class_name" not in index:  # gen's own: it must name its parts and its schedule
+        for key in ("denoiser", "schedule"):
+            if key not in index:
+                raise GenError(f"{path / INDEX} has no {key!r} entry; the pipeline folder is damaged")
+        if not isinstance(index.get("schedule"), dict) or not isinstance(index.get("defaults", {}), dict):
+            raise GenError(f"{path / INDEX}: 'schedule' and 'defaults' must be JSON objects")
+        for key in ("denoiser", "text_encoder", "vae"):
+            if index.get(key) is not None and (not isinstance(index[key], str) or Path(index[key]).is_absolute()
+                                               or ".." in Path(index[key]).parts):
+                raise GenError(f"{path / INDEX}: {key} must name a subfolder of the pipeline, got {index[key]!r}")
+    return index
+
+
+def is_local_model(name: str, kind: str = "image") -> bool:
+    """A shipped name or a path on this machine (loading it contacts no network)."""
+    return name in shipped_models(kind) or Path(name).exists()
+
+
+def unknown_model(name: str, shipped: dict, hub: bool = False) -> str:
+    """The error for a --model that names nothing here, with the closest local names."""
+    import difflib
+
+    path = Path(name)
+    if path.exists():
+        return f"--model {name} is not a model folder (no {INDEX} in it)"
+    near = difflib.get_close_matches(name, list(shipped), n=1)
+    parent = path.parent if str(path.parent) not in ("", ".") else Path(".")
+    if parent.is_dir():
+        siblings = [str(parent / p.name) if str(path.parent) not in ("", ".") else p.name
+                    for p in parent.iterdir() if p.is_dir()]
+        near += difflib.get_close_matches(name, siblings, n=1)
+    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    text = (f"unknown model {name!r}: no such folder here{hint}, and not a shipped name "
+            f"({', '.join(sorted(shipped)) or 'none yet'})")
+    if hub:
+        text += (f"; as a Hugging Face hub id it is not in the local cache: pass --download (Python: "
+                 f"local_files_only=False) to fetch it, or run `hf download {name}` where there is network and "
+                 f"pass the folder")
+    return text
+
+
 def load_pipeline(name_or_path: str, device="cpu", dtype: torch.dtype | None = None):
     """The Pipeline or VideoPipeline a name or folder holds (whichever kind it is)."""
     path = shipped_models().get(name_or_path) or Path(name_or_path)
     kind = "image"
     if (path / INDEX).is_file():
-        try:
-            kind = json.loads((path / INDEX).read_text()).get("kind", "image")
-        except json.JSONDecodeError as err:
-            raise GenError(f"{path / INDEX} is corrupt: {err}") from None
+        kind = _read_index(path).get("kind", "image")
     return (VideoPipeline if kind == "video" else Pipeline).from_pretrained(name_or_path, device, dtype)
 
 
@@ -218,9 +262,11 @@ class Pipeline:
         return path
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str = "default", device="cpu", dtype: torch.dtype | None = None):
+    def from_pretrained(cls, name_or_path: str = "default", device="cpu", dtype: torch.dtype | None = None,
+                        local_files_only: bool = True):
         """A shipped name, a gen pipeline folder, or a diffusers Stable-Diffusion folder or hub
-        id (run with gen's samplers: gen/diffusers_pipeline.py)."""
+        id (run with gen's samplers: gen/diffusers_pipeline.py). A hub id is read from the
+        Hugging Face cache; only `local_files_only=False` (`--download`) lets it be fetched."""
         import models
         from samplers import NoiseSchedule
 
@@ -229,15 +275,11 @@ class Pipeline:
         shipped = shipped_models(cls.kind)
         path = shipped.get(name_or_path) or Path(name_or_path)
         if not (path / INDEX).is_file():
-            if diffusers_pipeline.is_hub_id(str(name_or_path)):
-                return diffusers_pipeline.DiffusersPipeline.from_pretrained(str(name_or_path), device, dtype)
-            names = ", ".join(sorted(shipped)) or "none yet"
-            raise GenError(f"unknown model {name_or_path!r}: not a shipped name ({names}) "
-                           f"and not a folder with {INDEX}")
-        try:
-            index = json.loads((path / INDEX).read_text())
-        except json.JSONDecodeError as err:
-            raise GenError(f"{path / INDEX} is corrupt: {err}") from None
+            name = str(name_or_path)
+            if diffusers_pipeline.is_hub_id(name) and (not local_files_only or diffusers_pipeline.is_cached(name)):
+                return diffusers_pipeline.DiffusersPipeline.from_pretrained(name, device, dtype, local_files_only)
+            raise GenError(unknown_model(name, shipped, hub=diffusers_pipeline.is_hub_id(name)))
+        index = _read_index(path)
         if diffusers_pipeline.is_diffusers_index(index):
             if cls.kind == "video":
                 raise GenError(f"{name_or_path} is a text-to-image model; `gen video` needs a video model")
@@ -277,9 +319,10 @@ class Pipeline:
             denoiser.to(dtype)
             if text_encoder is not None:
                 text_encoder.to(dtype)
-        defaults = SamplingDefaults(**index.get("defaults", {}))
-        return cls(denoiser, text_encoder, NoiseSchedule.from_dict(index["schedule"]), defaults,
-                   vae=vae, name=str(name_or_path))
+        with reading(path / INDEX, fix="its schedule or sampling defaults are not ones gen writes"):
+            defaults = SamplingDefaults(**index.get("defaults", {}))
+            schedule = NoiseSchedule.from_dict(index["schedule"])
+        return cls(denoiser, text_encoder, schedule, defaults, vae=vae, name=str(name_or_path))
 
     @property
     def device(self) -> torch.device:
@@ -365,6 +408,11 @@ class Pipeline:
 
     def latent_shape(self, size: int) -> tuple[int, int, int]:
         """(C, h, w) of one x_T for a size x size image: the pixels, or the VAE's latents."""
+        trained = self.defaults.size
+        if not (isinstance(size, int) and 1 <= size <= MAX_SCALE * trained):
+            raise GenError(f"--size must be between 1 and {MAX_SCALE * trained} ({MAX_SCALE}x the {trained} pixels "
+                           f"the model was trained at: past that it draws no coherent picture, and attention "
+                           f"memory grows with the fourth power of the side), got {size}")
         if self.vae is None:
             return (self.denoiser.config.in_channels, size, size)
         f = self.vae.scale_factor
@@ -437,6 +485,10 @@ class VideoPipeline(Pipeline):
         if latent_frames % tubelet:
             raise GenError(f"--frames {frames} is not divisible by the model's tubelet depth {tubelet}")
         trained = self.defaults.frames or cfg.frames
+        if frames > MAX_SCALE * trained:
+            raise GenError(f"--frames must be at most {MAX_SCALE * trained} ({MAX_SCALE}x the {trained} frames the "
+                           f"model was trained on: its frame positions do not reach further, and memory grows "
+                           f"with the square of the frame count), got {frames}")
         if frames > trained:
             warnings.warn(f"{frames} frames is past the {trained} the model was trained on; "
                           "quality may drop", stacklevel=3)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
-import torch
-
 from gen.errors import GenError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+# The largest image side and clip length any command takes (data, training, generation):
+# a 4096 x 4096 RGB frame is 48 MiB before a model touches it.
+MAX_SIDE = 4096
+MAX_FRAMES = 1024
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -18,6 +19,8 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     `auto` (or None) picks cuda, then mps, then cpu. An explicit device that is not
     available is an error rather than a silent fallback.
     """
+    import torch
+
     name = (name or "auto").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -51,6 +54,9 @@ def seed_everything(seed: int) -> torch.Generator:
     Noise for sampling is drawn from the returned generator on the CPU and then moved
     to the device, so the same seed gives the same sample on every device.
     """
+    import numpy as np
+    import torch
+
     if not 0 <= seed < 2**63:
         raise GenError(f"--seed must be a non-negative integer below 2**63, got {seed}")
     random.seed(seed)

@@ -247,7 +247,7 @@ def load_stats(file: str, space: FeatureSpace) -> Reference:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty or cut file
         raise GenError(f"{path} is not a readable .npz of arrays ({err}); write it with `gen score stats`") from None
     if "meta" not in arrays:
         raise GenError(f"{path} has no record of its feature space (not written by `gen score stats`, e.g. "

@@ -48,7 +48,8 @@ def fid_inception_architecture() -> nn.Module:
     try:
         from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
     except ImportError as e:
-        raise ImportError("the FID Inception is built from pytorch-fid's blocks: `pip install pytorch-fid`") from e
+        raise ModuleNotFoundError("the FID Inception is built from pytorch-fid's blocks: `pip install pytorch-fid`",
+                                  name="pytorch_fid") from e
     from torchvision.models import inception_v3
 
     net = inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False)

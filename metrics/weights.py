@@ -37,6 +37,8 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +176,11 @@ class WeightsNotFoundError(FileNotFoundError):
 
 class WeightsHashError(ValueError):
     """A weight file's SHA-256 (or size) is not the recorded one."""
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be used as given: pickled objects (never unpickled), a
+    TorchScript archive where a state dict is needed, or a damaged file."""
 
 
 def spec(name: str) -> WeightSpec:
@@ -350,7 +357,7 @@ def _download(s: WeightSpec, places) -> Path:
 
 def is_torchscript(path: str | os.PathLike) -> bool:
     """Whether `path` is a TorchScript archive: a zip holding `constants.pkl` (what torch.load checks)."""
-    import zipfile
+    import warnings
 
     if not zipfile.is_zipfile(path):
         return False
@@ -366,23 +373,29 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # SafetensorError: a truncated or foreign file
+            raise WeightsFileError(f"{path} is not a readable .safetensors file ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
     if is_torchscript(path):
-        raise ValueError(f"{path} is a TorchScript archive, not a state dict: {TORCHSCRIPT_HELP}")
+        raise WeightsFileError(f"{path} is a TorchScript archive, not a state dict: {TORCHSCRIPT_HELP}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol says nothing about safety
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except RuntimeError as e:
-        raise ValueError(f"{path} cannot be read as a tensor state dict: {str(e).splitlines()[0]}") from None
+        raise WeightsFileError(f"{path} cannot be read as a tensor state dict: {str(e).splitlines()[0]}") from None
     except Exception as e:  # pickle.UnpicklingError: a pickled module/object; also corrupt files
-        raise ValueError(f"{path} holds pickled Python objects (e.g. a whole torch.save'd module), which are never "
+        raise WeightsFileError(f"{path} holds pickled Python objects (e.g. a whole torch.save'd module), which are never "
                          f"unpickled here; save its `state_dict()` (tensors only) or a .safetensors file instead "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+                         f"({type(e).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
-        raise ValueError(f"{path} does not hold a flat state dict {{name: tensor}} (got {type(state).__name__})")
+        raise WeightsFileError(f"{path} does not hold a flat state dict {{name: tensor}} (got {type(state).__name__})")
     return state
 
 
-__all__ = ["WeightSpec", "REGISTRY", "WeightsNotFoundError", "WeightsHashError", "spec", "for_open_clip", "resolve",
+__all__ = ["WeightSpec", "REGISTRY", "WeightsNotFoundError", "WeightsHashError", "WeightsFileError", "spec", "for_open_clip", "resolve",
            "verify", "candidates", "load_state_dict", "is_torchscript", "sha256_file", "torch_hub_checkpoints",
            "hf_hub_cache", "ENV", "TORCHSCRIPT_HELP"]

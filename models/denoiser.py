@@ -12,8 +12,10 @@ import torch
 
 
 def check_inputs(name: str, x: torch.Tensor, t: torch.Tensor, cond: dict | None,
-                 channels: int, ranks: tuple[int, ...], needs: tuple[str, ...]) -> dict:
-    """Validate a denoiser call; return `cond` (never None)."""
+                 channels: int, ranks: tuple[int, ...], needs: tuple[str, ...],
+                 widths: dict[str, int | None] | None = None) -> dict:
+    """Validate a denoiser call; return `cond` (never None). `widths`: the feature width
+    (last dimension) the model was built for, per cond key (`text`: text_dim, ...)."""
     cond = {} if cond is None else cond
     if x.dim() not in ranks:
         kinds = " or ".join({4: "(B, C, H, W)", 5: "(B, C, T, H, W)"}[r] for r in ranks)
@@ -26,4 +28,10 @@ def check_inputs(name: str, x: torch.Tensor, t: torch.Tensor, cond: dict | None,
     missing = [k for k in needs if k not in cond]
     if missing:
         raise ValueError(f"{name} needs cond key(s) {', '.join(missing)}; got {', '.join(cond) or 'none'}")
+    for key, width in (widths or {}).items():
+        value = cond.get(key)
+        if width and isinstance(value, torch.Tensor) and (value.dim() < 2 or value.shape[-1] != width):
+            raise ValueError(f"{name} was built for cond[{key!r}] with {width} features (its {key}_dim), got a "
+                             f"tensor of shape {tuple(value.shape)} ({value.shape[-1] if value.dim() else 0} "
+                             f"features): use the text encoder the model was trained with")
     return cond

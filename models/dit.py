@@ -207,7 +207,8 @@ class DiT(ConfiguredModule):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         cfg = self.config
-        cond = check_inputs("DiT", x, t, cond, cfg.in_channels, (5,) if cfg.video else (4,), self.cond_keys)
+        cond = check_inputs("DiT", x, t, cond, cfg.in_channels, (5,) if cfg.video else (4,), self.cond_keys,
+                            {"text": cfg.text_dim, "pooled": cfg.pooled_dim})
         height, width = x.shape[-2:]
         p = cfg.patch_size
         if height % p or width % p:

@@ -129,7 +129,8 @@ class UNet(ConfiguredModule):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         cfg = self.config
-        cond = check_inputs("UNet", x, t, cond, cfg.in_channels, (5,) if cfg.video else (4,), self.cond_keys)
+        cond = check_inputs("UNet", x, t, cond, cfg.in_channels, (5,) if cfg.video else (4,), self.cond_keys,
+                            {"text": cfg.text_dim, "pooled": cfg.pooled_dim})
         factor = 2 ** (len(cfg.channels) - 1)
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(f"UNet with {len(cfg.channels)} levels needs height and width divisible by {factor}, "

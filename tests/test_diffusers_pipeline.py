@@ -132,10 +132,12 @@ def test_a_hub_id_not_in_the_cache_is_one_fast_clear_error(tmp_path, monkeypatch
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no network in tests, whatever the machine has
     start = time.perf_counter()
-    with pytest.raises(GenError, match="'someone/no-such-pipeline' is not a local folder and not in the Hugging "
-                                       "Face cache") as err:
-        Pipeline.from_pretrained("someone/no-such-pipeline")
+    with pytest.raises(GenError, match="no such folder here.* not in the local cache: pass --download") as err:
+        Pipeline.from_pretrained("someone/no-such-pipeline")  # local only unless asked
     assert "hf download someone/no-such-pipeline" in str(err.value)
+    with pytest.raises(GenError, match="'someone/no-such-pipeline' is not a local folder and not in the Hugging "
+                                       "Face cache .*, and HF_HUB_OFFLINE is set"):
+        Pipeline.from_pretrained("someone/no-such-pipeline", local_files_only=False)
     code = main(["image", "a cat", "--model", "someone/no-such-pipeline", "--out", str(tmp_path)])
     assert code == 2 and capsys.readouterr().err.count("\n") == 1
     assert time.perf_counter() - start < 5

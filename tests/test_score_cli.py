@@ -74,7 +74,7 @@ def test_errors(folders, tmp_path, capsys):
     assert code == 2 and "unknown metric 'ssim'" in err
     real, fake = str(folders / "real"), str(folders / "fake")
     code, _, err = _run(capsys, "fid", "--real", real, "--fake", fake, "--workers", "0")
-    assert code == 2 and "--workers must be a positive integer, got 0" in err
+    assert code == 2 and "--workers must be between 1 and 64, got 0" in err
     code, _, err = _run(capsys, "fid", real, fake)
     assert code == 2 and "takes its folders as --real/--fake" in err
 

@@ -14,8 +14,9 @@ import argparse
 import sys
 
 from gen import __version__
+from gen.cli import args as types
 from gen.cli import data, eval, image, models, score, train, video
-from gen.errors import GenError
+from gen.errors import GenError, user_error
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
 COMMANDS = (
@@ -29,18 +30,29 @@ COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with gen's error convention: one line `gen: error: ...`, exit status 2."""
+
+    def error(self, message: str):
+        # "argument --n: must be ..." (our types) reads "--n must be ..."
+        flag, sep, rest = message.partition(": must be ")
+        if sep and flag.startswith("argument "):
+            message = f"{flag.removeprefix('argument ').split('/')[0]} must be {rest}"
+        self.exit(2, f"gen: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     # On subcommands the defaults are suppressed so they do not overwrite a value
     # given before the subcommand.
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument("--device", default=default if suppress else "auto",
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--seed", type=int, default=default if suppress else 0,
+    parser.add_argument("--seed", type=types.seed, default=default if suppress else 0,
                         help="random seed (default 0): same seed, same result")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gen",
         description="Diffusion image and video generation: generate, train, score.",
     )
@@ -57,26 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help and --version exit 0 as usual; a bad flag returns 2
+        if exit.code == 2:
+            return 2
+        raise
     args.argv = list(sys.argv[1:] if argv is None else argv)  # which flags were given
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return args.run(args) or 0
-    except GenError as err:
-        print(f"gen: error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:  # the libraries' bad-input errors (samplers, models)
-        from samplers import SamplerError
-
-        if not isinstance(err, SamplerError):
-            raise
-        print(f"gen: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("gen: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        from metrics.weights import WeightsFileError, WeightsHashError
+        from samplers import SamplerError
+
+        # The libraries' own bad-input errors: a sampler setting, a weights file given.
+        known = user_error(err) or (err if isinstance(err, (SamplerError, WeightsFileError, WeightsHashError))
+                                    else None)
+        if known is None:
+            raise  # a bug: keep the traceback
+        print("gen: error: " + " ".join(str(known).split()), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

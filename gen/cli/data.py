@@ -19,17 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="frames", choices=VIDEO_FORMATS,
                         help="clip files (toy-video): frame folders (lossless), gif or mp4")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing dataset folder written by gen")
+                        help="replace a dataset gen data wrote in --out: only its files that are unchanged "
+                             "(by their recorded sha256) are removed; anything else is kept and named")
 
 
 def run(args: argparse.Namespace) -> int:
     from gen.errors import GenError
 
     if args.kind == "toy":
-        path = write_toy_images(args.out, n=args.n, size=args.size or 64, seed=args.seed,
-                                overwrite=args.overwrite)
+        size = 64 if args.size is None else args.size  # --size 0 is an error, not the default
+        path = write_toy_images(args.out, n=args.n, size=size, seed=args.seed, overwrite=args.overwrite)
     elif args.kind == "toy-video":
-        path = write_toy_clips(args.out, n=args.n, size=args.size or 32, frames=args.frames, fps=args.fps,
+        size = 32 if args.size is None else args.size
+        path = write_toy_clips(args.out, n=args.n, size=size, frames=args.frames, fps=args.fps,
                                seed=args.seed, format=args.format, overwrite=args.overwrite)
     else:
         raise GenError(f"unknown dataset kind {args.kind!r}; known: {', '.join(KINDS)}")

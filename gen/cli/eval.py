@@ -35,7 +35,9 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
+from gen.cli import args as types
 from gen.errors import GenError
 
 TARGETS = ("image", "video", "vae", "judge")
@@ -50,12 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shipped name (default: toy-vae) or a checkpoint folder (config.json + "
                              "model.safetensors), or a pipeline folder with a vae part")
     parser.add_argument("--n", type=int, default=200, help="how many fresh toy images or clips (default 200)")
-    parser.add_argument("--size", type=int, default=None,
+    parser.add_argument("--size", type=types.pixels, default=None,
                         help="side in pixels, a multiple of the VAE factor (default 64 for images, as the "
                              "shipped VAE was trained; 32 for clips)")
-    parser.add_argument("--frames", type=int, default=None,
+    parser.add_argument("--frames", type=types.frames, default=None,
                         help="--video: frames per clip, 1 + k * the temporal factor (default: k = 2)")
-    parser.add_argument("--batch", type=int, default=32, help="images (clips) per encode/decode call")
+    parser.add_argument("--batch", type=types.integer(1, 4096), default=32, help="images (clips) per encode/decode call")
     parser.add_argument("--video", action="store_true", help="evaluate a video VAE on toy clips")
     parser.add_argument("--prompts", metavar="FILE", help="image: prompts, one per line (default: fresh "
                                                             "toy-grammar captions)")
@@ -69,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "(default: eval-<target>-<model>, here)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (infinite PSNR, from exact reconstructions, is null)")
+    parser.add_argument("--download", action="store_true",
+                        help="image/video: allow fetching a hub model that is not in the local cache (network)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,8 +112,8 @@ def evaluate_judge(n: int, size: int, seed: int, device: str = "auto") -> dict:
     from gen.toyworld import toy_image
     from metrics.toy_judge import ImageJudge
 
-    if n < 2:
-        raise GenError(f"--n must be at least 2, got {n}")
+    if not 2 <= n <= 100_000:
+        raise GenError(f"--n must be at least 2 and at most 100000, got {n}")
     dev = resolve_device(device)
     judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=dev)
     samples = [toy_image(i, size, seed=seed, kind=JUDGED_KINDS[i % 2]) for i in range(n)]
@@ -179,14 +183,7 @@ def _new_folder(args):
 
 def evaluate_model(args) -> int:
     """`gen eval image|video`: generate samples for toy prompts, score them, write them and a report."""
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from gen.evaluate import evaluate_image, evaluate_video
-    from gen.pipeline import WEIGHTS_DIR, Pipeline, VideoPipeline, clips_to_uint8, to_uint8
-    from gen.runtime import resolve_device
-    from gen.video_io import write_png, write_video
+    from gen.lock import output_lock
 
     if not 2 <= args.n <= 100_000:
         raise GenError(f"--n must be between 2 and 100000, got {args.n}")
@@ -199,32 +196,54 @@ def evaluate_model(args) -> int:
         file = Path(args.prompts)
         if not file.is_file():
             raise GenError(f"--prompts {file} does not exist")
-        prompts = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+        from gen.errors import reading
+
+        with reading(file, "--prompts", "give a UTF-8 text file, one prompt per line"):
+            prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not prompts:
             raise GenError(f"--prompts {file} holds no prompts (one per line)")
     out = _new_folder(args)
+    with output_lock(out, beside=True):
+        _new_folder(args)  # checked again under the lock: another command may have written it since
+        return _evaluate_into(args, out, video, prompts)
+
+
+def _evaluate_into(args, out, video: bool, prompts) -> int:
+    """The body of evaluate_model, run while `out` is locked."""
+    import shutil
+    import tempfile
+
+    from tqdm import tqdm
+
+    from gen.evaluate import evaluate_image, evaluate_video
+    from gen.pipeline import WEIGHTS_DIR, Pipeline, VideoPipeline, clips_to_uint8, to_uint8
+    from gen.runtime import resolve_device
+    from gen.video_io import write_png, write_video
+
     device = resolve_device(args.device)
     clip, clip_note = _load_clip(args, device) if not video else (None, None)
     seed = _data_seed(args)
+    if video:
+        from metrics.toy_judge import ImageJudge
+        from metrics.video_judge import VideoJudge
+
+        pipe = VideoPipeline.from_pretrained(args.model, device=device, local_files_only=not args.download)
+        judge = VideoJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-video", device=device)
+        image_judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device)
+    else:
+        from metrics.scene_judge import SceneJudge
+        from metrics.toy_judge import ImageJudge
+
+        pipe = Pipeline.from_pretrained(args.model, device=device, local_files_only=not args.download)
+        judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device)
+        scene = SceneJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-scene", device=device)
     bar = tqdm(total=args.n, unit="clip" if video else "image", file=sys.stderr, disable=args.json)
     progress = lambda done: bar.update(done - bar.n)  # noqa: E731
-    try:
+    try:  # the bar starts once everything is loaded: an error before it is the only line
         if video:
-            from metrics.toy_judge import ImageJudge
-            from metrics.video_judge import VideoJudge
-
-            pipe = VideoPipeline.from_pretrained(args.model, device=device)
-            judge = VideoJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-video", device=device)
-            image_judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device)
             report, samples = evaluate_video(pipe, judge, image_judge, n=args.n, steps=args.steps,
                                              sampler=args.sampler, cfg=args.cfg, seed=seed, progress=progress)
         else:
-            from metrics.scene_judge import SceneJudge
-            from metrics.toy_judge import ImageJudge
-
-            pipe = Pipeline.from_pretrained(args.model, device=device)
-            judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device)
-            scene = SceneJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-scene", device=device)
             report, samples = evaluate_image(pipe, judge, n=args.n, prompts=prompts, steps=args.steps,
                                              sampler=args.sampler, cfg=args.cfg, seed=seed, scene_judge=scene,
                                              progress=progress)
@@ -237,22 +256,23 @@ def evaluate_model(args) -> int:
     finally:
         bar.close()
     report["model"] = args.model
-    tmp = out.with_name(f".{out.name}.partial")
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "samples").mkdir(parents=True)
-    if video:
-        for i, frames in enumerate(clips_to_uint8(samples)):
-            write_video(tmp / "samples" / f"{i:04d}.gif", frames, report["fps"])
-    else:
-        for i, image in enumerate(to_uint8(samples)):
-            write_png(tmp / "samples" / f"{i:04d}.png", image)
-    (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (tmp / "report.md").write_text(markdown_report(args.target, report))
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))  # ours alone
+    try:
+        (tmp / "samples").mkdir()
+        if video:
+            for i, frames in enumerate(clips_to_uint8(samples)):
+                write_video(tmp / "samples" / f"{i:04d}.gif", frames, report["fps"])
+        else:
+            for i, image in enumerate(to_uint8(samples)):
+                write_png(tmp / "samples" / f"{i:04d}.png", image)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "report.md").write_text(markdown_report(args.target, report))
+        if out.exists():
+            out.rmdir()  # empty (checked under the lock)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     summary = {k: v for k, v in report.items() if k not in ("per_clip", "per_image")}
     if args.json:
         print(json.dumps({**summary, "out": str(out)}))
@@ -319,13 +339,17 @@ def load_vae(model: str, video: bool, device):
 
     from gen.pipeline import resolve_vae
 
+    from gen.errors import reading
+
     path = resolve_vae(model, video)
-    cls = models.read_config(path).get("_class")
+    with reading(path / "config.json", "--model"):
+        cls = models.read_config(path).get("_class")
     want = "VideoVAE" if video else "ImageVAE"
     if cls != want:
         hint = " (drop --video)" if cls == "ImageVAE" else " (add --video)" if cls == "VideoVAE" else ""
         raise GenError(f"--model {model}: {path} holds a {cls}, not the {want} this evaluation needs{hint}")
-    return path, models.load_pretrained(path, device=device).eval()
+    with reading(path, "--model"):
+        return path, models.load_pretrained(path, device=device).eval()
 
 
 # ---------------------------------------------------------------------------- data

@@ -10,6 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
+from gen.cli import args as types
 from gen.errors import GenError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -18,7 +19,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", nargs="?", default=None, help='what to draw, e.g. "a cat in a hat"')
     parser.add_argument("--out", help="PNG file or existing folder (default: a name from the prompt, here)")
-    parser.add_argument("--n", type=int, default=1, help="how many images (image k uses seed + k)")
+    parser.add_argument("--n", type=types.integer(1, 64), default=1, help="how many images (image k uses seed + k)")
     parser.add_argument("--grid", action="store_true", help="also write the images as one grid")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpm++2m, heun or diffusers:<SchedulerClass>")
@@ -29,11 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and compute precision")
     parser.add_argument("--from", dest="from_png", metavar="IMAGE.png",
                         help="regenerate from the parameters stored in a PNG made by gen (flags override)")
+    parser.add_argument("--download", action="store_true",
+                        help="allow fetching a hub model that is not in the local cache (network)")
 
 
 def slug(prompt: str) -> str:
-    words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
-    return words[:60].rstrip("-") or "unconditional"
+    """A file stem from the prompt: its words (letters and digits of any script) joined by
+    dashes; a prompt with none (emoji only) gets `prompt-<hash>`, an empty one `unconditional`."""
+    words = re.sub(r"[\W_]+", "-", prompt.lower()).strip("-")
+    if words:
+        return words[:60].rstrip("-")
+    if prompt.strip():
+        import hashlib
+
+        return "prompt-" + hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    return "unconditional"
 
 
 def free_path(path: Path) -> Path:
@@ -46,8 +57,9 @@ def free_path(path: Path) -> Path:
     return candidate
 
 
-def _targets(args, prompt: str) -> tuple[Path, str]:
-    """(folder, file stem) for the output, checking the folder can be written."""
+def _targets(args, prompt: str) -> tuple[Path, str, str]:
+    """(folder, file stem, suffix) for the output, checking the folder can be written."""
+    suffix = ".png"
     if args.out is None:
         folder, stem = Path.cwd(), slug(prompt)
     elif args.out.endswith(("/", "\\")) or Path(args.out).is_dir():
@@ -56,31 +68,64 @@ def _targets(args, prompt: str) -> tuple[Path, str]:
         out = Path(args.out)
         if out.suffix.lower() != ".png":
             raise GenError(f"--out must be a .png file or an existing folder, got {args.out}")
-        folder, stem = out.parent, out.stem
+        folder, stem, suffix = out.parent, out.stem, out.suffix  # the user's spelling (x.PNG stays x.PNG)
     if not folder.is_dir():
         raise GenError(f"--out: folder {folder} does not exist; create it first")
     import os
 
     if not os.access(folder, os.W_OK):
         raise GenError(f"--out: folder {folder} is not writable")
-    return folder, stem
+    return folder, stem, suffix
+
+
+# What a PNG's "gen" chunk may set, with the type each value must have.
+FROM_KEYS = {"prompt": str, "seed": int, "steps": int, "sampler": str, "cfg": (int, float), "negative": str,
+             "model": str, "dtype": str}
 
 
 def _from_png(args) -> None:
+    """Fill the flags not given from the parameters a PNG written by gen stores.
+
+    The PNG is someone else's input: every value is type-checked, and a model it names
+    that is not a local folder or shipped name (a hub id) is loaded only with --download
+    (or when the user names the model with --model); either way gen says which model."""
+    from gen.cli.args import SEED_LIMIT
     from gen.video_io import read_png_text
 
     stored = read_png_text(args.from_png)
     if "gen" not in stored:
         raise GenError(f"--from {args.from_png}: no generation parameters (not an image written by gen image)")
-    params = json.loads(stored["gen"])
+    try:
+        params = json.loads(stored["gen"])
+    except json.JSONDecodeError as err:
+        raise GenError(f"--from {args.from_png}: its generation parameters are not valid JSON ({err})") from None
+    if not isinstance(params, dict):
+        raise GenError(f"--from {args.from_png}: its generation parameters are not a JSON object")
+    for key, kind in FROM_KEYS.items():
+        if key in params and params[key] is not None and (not isinstance(params[key], kind)
+                                                           or isinstance(params[key], bool)):
+            raise GenError(f"--from {args.from_png}: stored {key} {params[key]!r} is not a {getattr(kind, '__name__', 'number')}")
+    if not isinstance(params.get("seed", 0), int) or not 0 <= params.get("seed", 0) < SEED_LIMIT:
+        raise GenError(f"--from {args.from_png}: stored seed {params.get('seed')!r} is not a 64-bit seed")
     given = {a.split("=")[0] for a in args.argv if a.startswith("--")}
     if args.prompt is None:
+        if "prompt" not in params:
+            raise GenError(f"--from {args.from_png}: no prompt stored; give one")
         args.prompt = params["prompt"]
     for key in ("steps", "sampler", "cfg", "negative", "model", "dtype"):
-        if f"--{key}" not in given and key in params:
+        if f"--{key}" not in given and params.get(key) is not None:
             setattr(args, key, params[key])
-    if "--seed" not in given:
+    if args.dtype not in DTYPES:
+        raise GenError(f"--from {args.from_png}: stored dtype {args.dtype!r} is not one of {', '.join(DTYPES)}")
+    if "--seed" not in given and "seed" in params:
         args.seed = params["seed"]
+    if "--model" not in given:
+        from gen.pipeline import is_local_model
+
+        if not is_local_model(args.model) and not args.download:
+            raise GenError(f"--from {args.from_png} names the model {args.model!r}, which is not on this machine; "
+                           f"pass --download to fetch it from the hub, or --model to choose another")
+        print(f"gen: --from {args.from_png}: model {args.model}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,19 +140,16 @@ def run(args: argparse.Namespace) -> int:
         _from_png(args)
     if args.prompt is None:
         raise GenError('give a prompt, e.g. gen image "a cat in a hat" (or --from IMAGE.png)')
-    if not 1 <= args.n <= 64:
-        raise GenError(f"--n must be between 1 and 64, got {args.n}")
-    if args.seed < 0:
-        raise GenError(f"--seed must be a non-negative integer, got {args.seed}")
     prompt = args.prompt
-    folder, stem = _targets(args, prompt)
+    folder, stem, suffix = _targets(args, prompt)
     device = resolve_device(args.device)
     if not prompt.strip():
         print("gen: empty prompt: drawing unconditional samples", file=sys.stderr)
 
     timings = {}
     t0 = time.perf_counter()
-    pipe = Pipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype))
+    pipe = Pipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype),
+                                    local_files_only=not args.download)
     timings["load"] = time.perf_counter() - t0
     seeds = [args.seed + k for k in range(args.n)]
     t0 = time.perf_counter()
@@ -127,13 +169,13 @@ def run(args: argparse.Namespace) -> int:
     for k, image in enumerate(images):
         meta = {**params, "seed": seeds[k]}
         chunks = {"gen": json.dumps(meta), "prompt": prompt, "software": f"gen {__version__}"}
-        written.append(_write(folder / f"{stem}.png", image, chunks, write_png))
+        written.append(_write(folder / f"{stem}{suffix}", image, chunks, write_png))
     if args.grid and args.n > 1:
         cols = int(np.ceil(np.sqrt(args.n)))
         pad = np.zeros((cols * ((args.n + cols - 1) // cols) - args.n, *images.shape[1:]), np.uint8)
         tiles = np.concatenate([images, pad])
         grid = np.concatenate([np.concatenate(list(tiles[r:r + cols]), 1) for r in range(0, len(tiles), cols)], 0)
-        written.append(_write(folder / f"{stem}-grid.png", grid, {"gen-grid": json.dumps(params)}, write_png))
+        written.append(_write(folder / f"{stem}-grid{suffix}", grid, {"gen-grid": json.dumps(params)}, write_png))
     for path in written:
         print(path)
     return 0

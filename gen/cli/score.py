@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from gen.cli import args as types
 from gen.errors import GenError
 from gen.scoring import (FeatureSpace, Reference, Session, check_stats_target, feature_space, folder_features,
                          image_folder, load_stats, measure, moments, read_image, save_stats, stream)
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", default="toy",
                         help="toy (default), inception or a FID Inception weights file; fvd: toy, i3d or a "
                              "converted I3D weights file")
-    parser.add_argument("--frames", type=int, default=None,
+    parser.add_argument("--frames", type=types.frames, default=None,
                         help="fvd: frames read from the start of each clip (default 16 for i3d, whole clips for toy)")
     parser.add_argument("--save-stats", metavar="FILE.npz", help="fid/kid: also save the --real folder's statistics")
     parser.add_argument("--out", metavar="FILE.npz", help="stats: where to write the statistics")
@@ -64,11 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net", default="alex", choices=("alex", "vgg"), help="lpips: the backbone (default alex)")
     parser.add_argument("--reduction", default="torchmetrics", choices=("torchmetrics", "hessel", "hessel2021"),
                         help="clip: max(100 mean cos, 0) (torchmetrics) or mean 2.5 max(cos, 0) (Hessel et al.)")
-    parser.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument("--batch", type=types.integer(1, 4096), default=64, help="images per batch (default 64)")
+    parser.add_argument("--workers", type=types.integer(1, 64), default=min(8, os.cpu_count() or 1),
                         help="threads decoding and resizing images")
-    parser.add_argument("--subsets", type=int, default=100, help="kid: number of random subsets")
-    parser.add_argument("--subset-size", type=int, default=1000, help="kid: samples per subset (capped at n)")
+    parser.add_argument("--subsets", type=types.integer(1, 100_000), default=100, help="kid: number of random subsets")
+    parser.add_argument("--subset-size", type=types.integer(2, 1_000_000), default=1000, help="kid: samples per subset (capped at n)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -78,11 +79,22 @@ def _reference(args, space: FeatureSpace, session: Session) -> Reference:
         if args.save_stats:
             raise GenError("--save-stats saves the --real folder's statistics, but --real is already a stats file")
         return load_stats(args.real, space)
-    target = check_stats_target(args.save_stats, args.overwrite) if args.save_stats else None
-    ref = measure(args.real, "--real", space, session)
-    if target is not None:
+    if not args.save_stats:
+        return measure(args.real, "--real", space, session)
+    target = check_stats_target(args.save_stats, args.overwrite)
+    with stats_lock(target):
+        check_stats_target(args.save_stats, args.overwrite)  # again under the lock
+        ref = measure(args.real, "--real", space, session)
         save_stats(target, ref, space)
     return ref
+
+
+def stats_lock(target: Path):
+    """The lock on a stats file about to be written (its folder made first)."""
+    from gen.lock import output_lock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return output_lock(target, beside=True)
 
 
 def _say_bias(session: Session, n: dict, d: int) -> None:
@@ -319,8 +331,10 @@ def _stats(args, session: Session) -> dict:
         raise GenError("gen score stats takes one folder and --out: gen score stats DIR --out FILE.npz")
     target = check_stats_target(args.out, args.overwrite)
     space = feature_space(args.features, session)
-    ref = measure(args.pair[0], "gen score stats", space, session)
-    save_stats(target, ref, space)
+    with stats_lock(target):
+        check_stats_target(args.out, args.overwrite)  # again under the lock
+        ref = measure(args.pair[0], "gen score stats", space, session)
+        save_stats(target, ref, space)
     return {"value": str(target), "n": ref.n, "d": ref.features.shape[1], "features": space.name,
             "protocol": space.protocol}
 
@@ -339,9 +353,6 @@ def run(args: argparse.Namespace) -> int:
     if args.save_stats and args.metric not in ("fid", "kid"):
         raise GenError("--save-stats is for fid and kid (it saves --real's statistics); for one folder use "
                        "`gen score stats DIR --out FILE.npz`")
-    for flag, value in (("--batch", args.batch), ("--workers", args.workers)):
-        if value < 1:
-            raise GenError(f"{flag} must be a positive integer, got {value}")
     session = Session(resolve_device(args.device), args.batch, args.workers)
     with warnings.catch_warnings():  # every library warning once, on one line
         warnings.simplefilter("always")

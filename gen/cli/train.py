@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+
+from gen.cli import args as types
 
 # flag -> (TrainConfig field, type, help). Flags left out keep the config file's value,
 # then TrainConfig's default.
@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=None, help=help_text)
     parser.add_argument("--prediction", choices=("eps", "v", "x0"), default=None,
                         help="what the denoiser predicts (default v, on a cosine schedule)")
-    parser.add_argument("--factor", type=int, default=None, help="vae: pixels per latent along a side (4 or 8)")
-    parser.add_argument("--latent-channels", type=int, default=None, help="vae: latent channels (default 4)")
+    parser.add_argument("--factor", type=types.integer(1, 64), default=None, help="vae: pixels per latent along a side (4 or 8)")
+    parser.add_argument("--latent-channels", type=types.integer(1, 64), default=None, help="vae: latent channels (default 4)")
     parser.add_argument("--cache-latents", action="store_true", help="with --vae: encode each image once")
     parser.add_argument("--video", action="store_true", help="vae: a causal video VAE trained on clips")
     parser.add_argument("--freeze-spatial", action="store_true",
@@ -80,19 +80,15 @@ def run(args: argparse.Namespace) -> int:
         from gen.train.config import TrainConfig as _Defaults
 
         values["schedule"] = {**values.get("schedule", _Defaults().schedule), "prediction": args.prediction}
-    if "seed" not in values or any(a == "--seed" or a.startswith("--seed=") for a in getattr(args, "argv", ())):
+    seed_given = any(a == "--seed" or a.startswith("--seed=") for a in getattr(args, "argv", ()))
+    if seed_given or ("seed" not in values and not args.resume):
         values["seed"] = args.seed  # a --seed flag beats the config file's
-    if args.resume and "steps" not in values and values.get("out"):  # continue to the run's own step count
-        from gen.train.checkpoint import latest_checkpoint
-
-        checkpoint = latest_checkpoint(Path(values["out"]))
-        if checkpoint is not None:
-            values["steps"] = json.loads((checkpoint / "state.json").read_text())["config"]["steps"]
-    cfg = TrainConfig.from_dict(values)
-    if not cfg.out:
+    if not values.get("out"):
         from gen.errors import GenError
 
         raise GenError("--out is required: the run folder to create")
-    pipeline = train(cfg, resume=args.resume, device=args.device)
+    cfg = TrainConfig.from_dict(values)
+    # On --resume the options given here are checked against the run's (resume_config).
+    pipeline = train(cfg, resume=args.resume, device=args.device, given=values)
     print(pipeline)
     return 0

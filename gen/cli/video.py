@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from gen.cli.image import DTYPES, slug
+from gen.cli import args as types
 from gen.errors import GenError
 
 FORMATS = {"gif": ".gif", "mp4": ".mp4", "png-frames": ""}  # --format -> file suffix ("" = a folder)
@@ -22,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "from the prompt, here)")
     parser.add_argument("--format", choices=tuple(FORMATS), default=None,
                         help="gif (default), mp4 (needs PyAV) or png-frames (a folder of PNGs)")
-    parser.add_argument("--frames", type=int, default=None, help="frames to generate (default: the model's)")
-    parser.add_argument("--fps", type=float, default=None, help="playback frame rate (default: the model's)")
-    parser.add_argument("--size", type=int, default=None, help="frame side in pixels (default: the model's)")
+    parser.add_argument("--frames", type=types.frames, default=None, help="frames to generate (default: the model's)")
+    parser.add_argument("--fps", type=types.positive_number, default=None, help="playback frame rate (default: the model's)")
+    parser.add_argument("--size", type=types.pixels, default=None, help="frame side in pixels (default: the model's)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpm++2m, heun or diffusers:<SchedulerClass>")
     parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = none)")

@@ -71,6 +71,8 @@ def load_checkpoint(path: Path, model, ema, optimizer, lr_scheduler) -> int:
         ema.load_state_dict(load_file(path / "ema.safetensors"), meta["ema_updates"])
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         lr_scheduler.load_state_dict(meta["lr_scheduler"])
-    except (OSError, KeyError, RuntimeError, ValueError) as err:
-        raise GenError(f"cannot resume from {path}: {err}") from None
+    except Exception as err:  # a damaged file of the checkpoint: any failure to restore it
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise GenError(f"cannot resume from {path}: it is damaged ({type(err).__name__}: {detail}); delete it to "
+                       "resume from the checkpoint before, if there is one") from None
     return meta["step"]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gen.errors import GenError
+from gen.errors import GenError, reading
 
 
 SAMPLE_PROMPTS = {
@@ -26,7 +29,7 @@ class TrainConfig:
     data_n: int | None = None  # toy datasets: how many distinct samples (None: the default)
     data_kind: str | None = None  # toy images: only this kind of scene (single, wearing, relation, count)
     size: int = 32
-    frames: int = 16
+    frames: int | None = None  # video: 16; a video VAE: 17 (it takes 1 + k * 2 frames)
     fps: float = 8.0
     channels: int = 3
     model: str = "dit-tiny"
@@ -68,13 +71,55 @@ class TrainConfig:
     sample_steps: int = 25
     sample_cfg: float = 3.0
 
+    def __post_init__(self):
+        if self.frames is None:
+            self.frames = 17 if self.kind == "vae" and self.vae_video else 16
+
     def validate(self) -> "TrainConfig":
-        positive = {"steps": self.steps, "batch": self.batch, "size": self.size, "frames": self.frames}
-        for name, value in positive.items():
-            if not isinstance(value, int) or value <= 0:
-                raise GenError(f"--{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise GenError(f"--lr must be positive, got {self.lr}")
+        """Every value's type and range, every choice against its owner's table: a wrong one
+        is refused naming the flag, never trained with silently."""
+        from gen.runtime import MAX_FRAMES, MAX_SIDE
+        from samplers import LOSS_WEIGHTINGS
+
+        _check_types(self)
+        ranges = {  # flag: (value, low, high); None: open
+            "steps": (self.steps, 1, 10**9), "batch": (self.batch, 1, 65536), "size": (self.size, 1, MAX_SIDE),
+            "frames": (self.frames, 1, MAX_FRAMES), "warmup": (self.warmup, 0, None), "workers": (self.workers, 0, 64),
+            "log-every": (self.log_every, 1, None), "sample-every": (self.sample_every, 0, None),
+            "ckpt-every": (self.ckpt_every, 0, None), "keep-checkpoints": (self.keep_checkpoints, 1, None),
+            "sample-steps": (self.sample_steps, 1, 1000), "channels": (self.channels, 1, 4),
+        }
+        if self.data_n is not None:
+            ranges["n"] = (self.data_n, 1, 10**9)
+        for name, (value, low, high) in ranges.items():
+            if value < low:
+                span = {0: "a non-negative integer", 1: "a positive integer"}.get(low, f"at least {low}")
+                raise GenError(f"--{name} must be {span}, got {value!r}")
+            if high is not None and value > high:
+                raise GenError(f"--{name} must be at most {high}, got {value!r}")
+        for name, value in (("lr", self.lr), ("fps", self.fps), ("grad-clip", self.grad_clip),
+                            ("min-snr-gamma", self.min_snr_gamma)):
+            if not (math.isfinite(value) and value > 0):
+                raise GenError(f"--{name} must be a positive number, got {value}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise GenError(f"--max-minutes must be a positive number, got {self.max_minutes}")
+        for name, value in (("kl-weight", self.kl_weight), ("weight-decay", self.weight_decay),
+                            ("lpips-weight", self.lpips_weight), ("sample-cfg", self.sample_cfg)):
+            if not (math.isfinite(value) and value >= 0):
+                raise GenError(f"--{name} must be a non-negative number, got {value}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise GenError(f"--weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {self.loss_weighting!r}")
+        if self.data_kind is not None:
+            from gen.toyworld import IMAGE_KINDS
+
+            if self.data_kind not in IMAGE_KINDS:
+                raise GenError(f"data_kind must be one of {', '.join(IMAGE_KINDS)}, got {self.data_kind!r}")
+        if self.kind != "vae":
+            import models
+
+            if self.model not in models.PRESETS and not (self.kind == "video" and self.init):
+                raise GenError(f"unknown model preset {self.model!r}; known: {', '.join(models.PRESETS)} "
+                               "(see `gen models`)")
         if not 0 <= self.ema_decay < 1:
             raise GenError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.cond_drop < 1:
@@ -109,13 +154,79 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict):
+            raise GenError(f"training options must be a table of name = value, got {type(data).__name__}")
         unknown = sorted(set(data) - names)
         if unknown:
             raise GenError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         data = dict(data)
-        if data.get("sample_prompts") is not None:
+        if isinstance(data.get("sample_prompts"), list):
             data["sample_prompts"] = tuple(data["sample_prompts"])
         return cls(**data)
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Each field holds its annotated type (a config file can say anything)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        value, hint = getattr(cfg, f.name), hints[f.name]
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        ok = False
+        for kind in allowed:
+            kind = typing.get_origin(kind) or kind
+            if kind is type(None):
+                ok |= value is None
+            elif kind is float:
+                ok |= isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif kind is int:
+                ok |= isinstance(value, int) and not isinstance(value, bool)
+            elif kind is tuple:
+                ok |= isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+            else:
+                ok |= isinstance(value, kind)
+        if not ok:
+            names = " or ".join("null" if k is type(None) else getattr(typing.get_origin(k) or k, "__name__", str(k))
+                                for k in allowed)
+            raise GenError(f"training option {f.name} must be {names}, got {value!r}")
+
+
+# On --resume, options that may change between runs (they do not alter what is trained
+# at a given step); any other option given with a value unlike the run's is refused.
+RESUMABLE = ("steps", "max_minutes", "log_every", "sample_every", "ckpt_every", "keep_checkpoints", "workers",
+             "sample_prompts", "sample_steps", "sample_cfg", "out")
+
+
+# Fields whose command-line flag is not --field-name.
+FLAG_NAMES = {"loss_weighting": "--weighting", "data_n": "--n", "vae_video": "--video", "bf16": "--no-bf16",
+              "kind": "the training kind", "schedule": "--prediction (schedule)"}
+
+
+def flag_name(field_name: str) -> str:
+    return FLAG_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def resume_config(saved: dict, given: dict) -> TrainConfig:
+    """The config of a resumed run: the run's own, with the `given` options that may change
+    applied; a given option that would change what is trained is a GenError naming it."""
+    run = TrainConfig.from_dict(saved)
+    changed = []
+    for name, value in given.items():
+        if name in RESUMABLE or name not in saved:
+            continue
+        have = saved[name]
+        if isinstance(have, list):
+            have = tuple(have)
+        if isinstance(value, list):
+            value = tuple(value)
+        if isinstance(have, dict) and isinstance(value, dict):
+            value = {**have, **value}
+        if value != have:
+            changed.append(f"{flag_name(name)} {value!r} (the run has {have!r})")
+    if changed:
+        raise GenError(f"--resume continues the run as it was configured, but {'; '.join(changed)}: drop the "
+                       f"flag, or start a new run with --out to change it (--steps, --max-minutes and the "
+                       f"logging/checkpoint intervals may change on resume)")
+    return TrainConfig.from_dict({**run.to_dict(), **{k: v for k, v in given.items() if k in RESUMABLE}})
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -123,19 +234,22 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise GenError(f"--config {path} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        import tomllib
-
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise GenError("reading a YAML config needs PyYAML: pip install pyyaml") from None
-        data = yaml.safe_load(text) or {}
-    elif path.suffix == ".json":
-        data = json.loads(text)
-    else:
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise GenError(f"--config must be a .yaml, .yml, .toml or .json file, got {path}")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    with reading(path, "--config"):
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise GenError("reading a YAML config needs PyYAML: pip install pyyaml") from None
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    if not isinstance(data, dict):
+        raise GenError(f"--config {path} must hold a table of option = value, got a {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

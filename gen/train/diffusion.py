@@ -36,10 +36,11 @@ def load_vae(path: str, device):
     import models
     from gen.pipeline import resolve_vae
 
-    try:
-        vae = models.load_pretrained(resolve_vae(path), device=device)
-    except (FileNotFoundError, ValueError) as err:
-        raise GenError(f"--vae {path}: {err}") from None
+    from gen.errors import reading
+
+    folder = resolve_vae(path)
+    with reading(folder, "--vae"):
+        vae = models.load_pretrained(folder, device=device)
     return vae.eval().requires_grad_(False)
 
 
@@ -148,7 +149,9 @@ class DiffusionTask:
         pixels = batch["video" if self.cfg.kind == "video" else "image"]
         if self.vae is None:
             return pixels.to(self.device)
-        if not self.cfg.cache_latents:
+        from gen.train import loop
+
+        if not self.cfg.cache_latents or loop.measuring:  # the memory check's pass fills no cache row
             return self.vae.encode(pixels.to(self.device))
         keys = batch["index"].numpy()
         if self.cache is None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from gen.errors import GenError
+from gen.lock import LOCK_NAME
 from gen.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gen.train.config import TrainConfig
 from gen.train.ema import EMA
@@ -127,14 +128,87 @@ def make_task(cfg: TrainConfig, device: torch.device):
     return DiffusionTask(cfg, device)
 
 
-def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress: bool = True) -> Path:
-    """Train (or continue) the run in cfg.out; returns the exported folder (pipeline or VAE)."""
+# What a run writes before its first checkpoint: a folder holding only these (and no
+# logged step) is a run that failed at its start, and gen's to reuse.
+START_FILES = ("config.json", "log.jsonl", "tensorboard", "checkpoints", LOCK_NAME)
+
+
+def failed_start(run: Path) -> bool:
+    """Whether `run` holds nothing but what a run that never trained a step leaves."""
+    entries = list(run.iterdir())
+    if any(p.name not in START_FILES for p in entries):
+        return False
+    log = run / "log.jsonl"
+    checkpoints = run / "checkpoints"
+    return ((not log.exists() or (log.is_file() and log.stat().st_size == 0))
+            and (not checkpoints.exists() or (checkpoints.is_dir() and not any(checkpoints.iterdir()))))
+
+
+def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress: bool = True,
+          given: dict | None = None) -> Path:
+    """Train (or continue) the run in cfg.out; returns the exported folder (pipeline or VAE).
+
+    `given` (the CLI's explicitly set options): on resume, these are checked against the
+    run's own config (gen.train.config.resume_config); without it the run's config is used
+    with cfg.steps. The run folder is locked for the whole run; a folder this call created
+    is removed again if the run fails before its first checkpoint."""
+    from gen.lock import output_lock
+
+    cfg.validate()
+    run = Path(cfg.out)
+    if run.exists() and not run.is_dir():
+        raise GenError(f"--out {run} exists and is a file; give a folder path")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(cfg, resume, device, progress, given)
+    created, failed_fresh = not run.exists(), False
+    try:
+        with output_lock(run):
+            try:
+                return _train(cfg, resume, device, progress, given)
+            except BaseException:  # a folder this call made, with nothing to resume: leave no trace
+                failed_fresh = created and latest_checkpoint(run) is None
+                raise
+    finally:
+        if failed_fresh:
+            import shutil
+
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def _read_state(checkpoint: Path) -> dict:
+    from gen.errors import read_json
+
+    state = read_json(checkpoint / "state.json", "--resume: checkpoint state",
+                      "the checkpoint is damaged; delete it to resume from the one before")
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise GenError(f"--resume: {checkpoint / 'state.json'} holds no run config; the checkpoint is damaged")
+    return state
+
+
+def _truncate_log(log: Path, step: int) -> None:
+    """Keep the log lines up to `step` (the checkpoint resumed from): the steps after it are
+    trained again and logged again, so a crash leaves no step twice."""
+    if not log.is_file():
+        return
+    kept = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by the crash
+    tmp = log.with_name(log.name + ".partial")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, log)
+
+
+def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: dict | None) -> Path:
     from tqdm import tqdm
 
     from gen.data import collate
     from gen.runtime import resolve_device
+    from gen.train.config import resume_config
 
-    cfg.validate()
     run = Path(cfg.out)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -149,13 +223,14 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
     checkpoint = latest_checkpoint(run) if resume else None
     if resume and checkpoint is None:
         raise GenError(f"--resume: no checkpoint in {run}/checkpoints to continue from")
-    if not resume and run.exists() and any(run.iterdir()):
+    if not resume and run.exists() and not failed_start(run):
         raise GenError(f"--out {run} exists and is not empty; pass --resume to continue it or choose a new folder")
     if world > 1:  # every rank has looked at --out before rank 0 writes to it
         torch.distributed.barrier()
     if checkpoint is not None:  # the run's own config wins over the command line's
-        saved = json.loads((checkpoint / "state.json").read_text())["config"]
-        cfg = TrainConfig.from_dict({**saved, "steps": cfg.steps})
+        saved = _read_state(checkpoint)["config"]
+        cfg = (resume_config(saved, given) if given is not None
+               else TrainConfig.from_dict({**saved, "steps": cfg.steps})).validate()
     if cfg.batch % world:
         raise GenError(f"--batch {cfg.batch} must be divisible by the {world} processes")
     local_batch = cfg.batch // world
@@ -169,9 +244,17 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
     ema = EMA(model, cfg.ema_decay)
     noise_gen = torch.Generator()
     step = load_checkpoint(checkpoint, model, ema, optimizer, lr_scheduler) if checkpoint else 0
+    check_memory(task, model, dataset, local_batch, dev, autocast=torch.autocast(dev.type, dtype=torch.bfloat16,
+                                                                                  enabled=cfg.bf16))
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if checkpoint is None:  # a fresh start (or a reused failed one): nothing logged yet
+            (run / "log.jsonl").unlink(missing_ok=True)
+        else:
+            _truncate_log(run / "log.jsonl", step)
+        tmp = run / "config.json.partial"
+        tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        os.replace(tmp, run / "config.json")
     trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     loader = torch.utils.data.DataLoader(
@@ -258,3 +341,68 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
     if world > 1:
         torch.distributed.barrier()
     return exported
+
+
+def _available_memory(device: torch.device) -> int | None:
+    """Bytes free for this run on `device` (None: unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+
+
+def activation_bytes(task, model, dataset, autocast) -> int:
+    """Bytes autograd keeps for one training sample: a forward at batch 1 whose saved
+    tensors are counted (each storage once), then thrown away. RNG states are restored."""
+    from gen.data import collate
+
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    global measuring
+    cpu_state = torch.get_rng_state()
+    measuring = True
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss, _ = task.loss(model, collate([dataset[0]]), torch.Generator().manual_seed(0), autocast)
+        del loss
+    finally:
+        measuring = False
+        torch.set_rng_state(cpu_state)
+    return sum(storages.values())
+
+
+measuring = False  # True during activation_bytes' forward (not a training step)
+
+
+def check_memory(task, model, dataset, batch: int, device: torch.device, autocast) -> None:
+    """Refuse a batch whose training step cannot fit in the memory free on `device`, before
+    the first step: weights, gradients, AdamW moments and EMA (20 bytes a parameter), plus
+    the activations of one sample, measured, times the batch (with a 25% margin)."""
+    free = _available_memory(device)
+    if free is None:
+        return
+    params = sum(p.numel() for p in model.parameters())
+    fixed = 20 * params
+    per_sample = activation_bytes(task, model, dataset, autocast)
+    need = fixed + 1.25 * batch * per_sample
+    if need > free:
+        fits = max(0, int((free - fixed) / (1.25 * per_sample))) if per_sample else 0
+        gib = 2**30
+        raise GenError(f"--batch {batch} needs about {need / gib:.1f} GiB on {device} ({per_sample / 2**20:.1f} MiB "
+                       f"of activations per sample, measured, plus {fixed / gib:.2f} GiB of weights and optimiser "
+                       f"state) but {free / gib:.1f} GiB is free; use --batch {fits} or less"
+                       + (" (or a smaller --size / --frames)" if fits < 1 else ""))

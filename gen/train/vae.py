@@ -56,7 +56,11 @@ class VAETask:
         if cfg.init:
             from gen.pipeline import resolve_vae
 
-            start = models.load_pretrained(resolve_vae(cfg.init))
+            from gen.errors import reading
+
+            folder = resolve_vae(cfg.init)
+            with reading(folder, "--init"):
+                start = models.load_pretrained(folder)
             try:
                 if type(start) is not type(vae):
                     raise RuntimeError(f"it holds a {type(start).__name__}")
