@@ -262,3 +262,18 @@ def test_out_keeps_its_spelling_and_emoji_prompts_get_their_own_name(tiny_image,
     assert Path(name).name.startswith("prompt-") and Path(name).name != "unconditional.png"
     assert main(["image", "", "--model", str(tiny_image), "--device", "cpu"]) == 0
     assert Path(capsys.readouterr().out.split()[0]).name == "unconditional.png"
+
+
+def test_faults_of_the_environment_become_one_line_and_bugs_keep_their_traceback():
+    import errno
+
+    from gen.errors import user_error
+
+    assert str(user_error(PermissionError(errno.EACCES, "Permission denied", "/data/out"))) == \
+        "cannot use /data/out: Permission denied"
+    assert "the disk is full" in str(user_error(OSError(errno.ENOSPC, "No space left on device", "/data/x.png")))
+    assert "it is a folder" in str(user_error(IsADirectoryError(errno.EISDIR, "Is a directory", "/data")))
+    missing = ModuleNotFoundError("No module named 'av'", name="av")
+    assert 'pip install "gen[video]"' in str(user_error(missing))
+    assert user_error(ModuleNotFoundError("No module named 'gen_internal'", name="gen_internal")) is None
+    assert user_error(KeyError("a bug")) is None and user_error(OSError("no file named")) is None

@@ -135,7 +135,7 @@ def test_inception_statistics_match_pytorch_fid(tmp_path, capsys, monkeypatch):
     """The pytorch-fid protocol end to end: our worker-side resize to 299 (downsampling, where an antialiased
     resize would differ) and the FID Inception give pytorch-fid's own mu and sigma for the same files and
     weights; pytorch-fid reads our stats file."""
-    from pytorch_fid.fid_score import compute_statistics_of_path
+    from pytorch_fid.fid_score import compute_statistics_of_path, get_activations
     from pytorch_fid.inception import InceptionV3
 
     images = tmp_path / "images"
@@ -147,15 +147,31 @@ def test_inception_statistics_match_pytorch_fid(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # pytorch-fid finds the file there: no download
 
     out = tmp_path / "inception.npz"
+    # Both sides see the same batch of 4 (batch composition changes float32 kernels' round-off).
     code, report, _ = _run(capsys, "stats", str(images), "--features", str(weights), "--out", str(out), "--json",
-                           "--batch", "3")
+                           "--batch", "4")
     assert code == 0 and json.loads(report)["protocol"] == "pytorch-fid" and json.loads(report)["d"] == 2048
     reference = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
     mu, sigma = compute_statistics_of_path(str(images), reference, 4, 2048, "cpu", num_workers=0)
+    files = sorted(images.glob("*.png"))
+    theirs = get_activations(files, reference, 4, 2048, "cpu", num_workers=0)  # (n, 2048) float32
     with np.load(out, allow_pickle=False) as z:
+        ours = z["features"]
         assert np.abs(z["mu"]).max() > 0.1  # the random network's features are not degenerate
-        np.testing.assert_allclose(z["mu"], mu, rtol=1e-5, atol=1e-6 * np.abs(mu).max())  # float32 round-off
-        np.testing.assert_allclose(z["sigma"], sigma, rtol=1e-5, atol=1e-6 * np.abs(sigma).max())
+        # The features agree to float32 round-off of the 299-pixel resize and the network...
+        scale = np.abs(theirs).max()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * scale)
+        # ... and mu and sigma to what that difference can move them by, a bound derived from it,
+        # not a fixed rtol: covariance entries that nearly cancel have no relative precision.
+        # d sigma_ij = sum_k (da_ki b_kj + a_ki db_kj) / (n - 1) for centred features a, b.
+        n, delta = len(ours), np.abs(ours.astype(np.float64) - theirs).max()
+        centred = np.abs(theirs - theirs.mean(0)).max()
+        bound = 2 * (2 * n / (n - 1) * (centred + delta) * delta) + 1e-12 * np.abs(sigma).max()  # 2x margin
+        np.testing.assert_allclose(z["mu"], mu, rtol=0, atol=2 * delta + 1e-12)
+        np.testing.assert_allclose(z["sigma"], sigma, rtol=0, atol=bound)
+        # and the statistics are those of the features, computed in float64 (closed form)
+        np.testing.assert_allclose(z["sigma"], np.cov(ours.astype(np.float64), rowvar=False), rtol=1e-10,
+                                   atol=1e-12 * np.abs(sigma).max())
     mu2, sigma2 = compute_statistics_of_path(str(out), None, 4, 2048, "cpu")  # pytorch-fid reads mu and sigma
     with np.load(out, allow_pickle=False) as z:
         np.testing.assert_array_equal(mu2, z["mu"])
