@@ -78,7 +78,8 @@ def output_lock(output, beside: bool = False, what: str = "--out"):
             if _stale(path, owner):
                 path.unlink(missing_ok=True)
                 continue
-            who = f"pid {owner['pid']} on {owner.get('host')}, since {owner.get('since')}" if owner else "another process"
+            who = (f"pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('since')}" if owner
+                   else "another process")
             raise GenError(f"{what} {output} is in use by another gen command ({who}); wait for it to finish or "
                            f"choose another path (a lock left by a crash on another host: delete {path})") from None
         with os.fdopen(fd, "w") as f:

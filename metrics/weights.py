@@ -387,15 +387,15 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except RuntimeError as e:
         raise WeightsFileError(f"{path} cannot be read as a tensor state dict: {str(e).splitlines()[0]}") from None
     except Exception as e:  # pickle.UnpicklingError: a pickled module/object; also corrupt files
-        raise WeightsFileError(f"{path} holds pickled Python objects (e.g. a whole torch.save'd module), which are never "
-                         f"unpickled here; save its `state_dict()` (tensors only) or a .safetensors file instead "
-                         f"({type(e).__name__})") from None
+        raise WeightsFileError(f"{path} holds pickled Python objects (e.g. a whole torch.save'd module), which are "
+                               f"never unpickled here; save its `state_dict()` (tensors only) or a .safetensors file "
+                               f"instead ({type(e).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise WeightsFileError(f"{path} does not hold a flat state dict {{name: tensor}} (got {type(state).__name__})")
     return state
 
 
-__all__ = ["WeightSpec", "REGISTRY", "WeightsNotFoundError", "WeightsHashError", "WeightsFileError", "spec", "for_open_clip", "resolve",
-           "verify", "candidates", "load_state_dict", "is_torchscript", "sha256_file", "torch_hub_checkpoints",
+__all__ = ["WeightSpec", "REGISTRY", "WeightsNotFoundError", "WeightsHashError", "WeightsFileError", "spec",
+           "for_open_clip", "resolve", "verify", "candidates", "load_state_dict", "is_torchscript", "sha256_file", "torch_hub_checkpoints",
            "hf_hub_cache", "ENV", "TORCHSCRIPT_HELP"]

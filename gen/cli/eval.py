@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shipped VAE was trained; 32 for clips)")
     parser.add_argument("--frames", type=types.frames, default=None,
                         help="--video: frames per clip, 1 + k * the temporal factor (default: k = 2)")
-    parser.add_argument("--batch", type=types.integer(1, 4096), default=32, help="images (clips) per encode/decode call")
+    parser.add_argument("--batch", type=types.integer(1, 4096), default=32,
+                        help="images (clips) per encode/decode call")
     parser.add_argument("--video", action="store_true", help="evaluate a video VAE on toy clips")
     parser.add_argument("--prompts", metavar="FILE", help="image: prompts, one per line (default: fresh "
                                                             "toy-grammar captions)")
@@ -337,9 +338,8 @@ def _data_seed(args) -> int:
 def load_vae(model: str, video: bool, device):
     import models
 
-    from gen.pipeline import resolve_vae
-
     from gen.errors import reading
+    from gen.pipeline import resolve_vae
 
     path = resolve_vae(model, video)
     with reading(path / "config.json", "--model"):

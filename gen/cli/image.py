@@ -104,7 +104,8 @@ def _from_png(args) -> None:
     for key, kind in FROM_KEYS.items():
         if key in params and params[key] is not None and (not isinstance(params[key], kind)
                                                            or isinstance(params[key], bool)):
-            raise GenError(f"--from {args.from_png}: stored {key} {params[key]!r} is not a {getattr(kind, '__name__', 'number')}")
+            what = getattr(kind, "__name__", "number")
+            raise GenError(f"--from {args.from_png}: stored {key} {params[key]!r} is not a {what}")
     if not isinstance(params.get("seed", 0), int) or not 0 <= params.get("seed", 0) < SEED_LIMIT:
         raise GenError(f"--from {args.from_png}: stored seed {params.get('seed')!r} is not a 64-bit seed")
     given = {a.split("=")[0] for a in args.argv if a.startswith("--")}
@@ -125,7 +126,7 @@ def _from_png(args) -> None:
         if not is_local_model(args.model) and not args.download:
             raise GenError(f"--from {args.from_png} names the model {args.model!r}, which is not on this machine; "
                            f"pass --download to fetch it from the hub, or --model to choose another")
-        print(f"gen: --from {args.from_png}: model {args.model}", file=sys.stderr)
+    print(f"gen: --from {args.from_png}: model {args.model}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=types.integer(1, 64), default=min(8, os.cpu_count() or 1),
                         help="threads decoding and resizing images")
     parser.add_argument("--subsets", type=types.integer(1, 100_000), default=100, help="kid: number of random subsets")
-    parser.add_argument("--subset-size", type=types.integer(2, 1_000_000), default=1000, help="kid: samples per subset (capped at n)")
+    parser.add_argument("--subset-size", type=types.integer(2, 1_000_000), default=1000,
+                        help="kid: samples per subset (capped at n)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -45,8 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=None, help=help_text)
     parser.add_argument("--prediction", choices=("eps", "v", "x0"), default=None,
                         help="what the denoiser predicts (default v, on a cosine schedule)")
-    parser.add_argument("--factor", type=types.integer(1, 64), default=None, help="vae: pixels per latent along a side (4 or 8)")
-    parser.add_argument("--latent-channels", type=types.integer(1, 64), default=None, help="vae: latent channels (default 4)")
+    parser.add_argument("--factor", type=types.integer(1, 64), default=None,
+                        help="vae: pixels per latent along a side (4 or 8)")
+    parser.add_argument("--latent-channels", type=types.integer(1, 64), default=None,
+                        help="vae: latent channels (default 4)")
     parser.add_argument("--cache-latents", action="store_true", help="with --vae: encode each image once")
     parser.add_argument("--video", action="store_true", help="vae: a causal video VAE trained on clips")
     parser.add_argument("--freeze-spatial", action="store_true",

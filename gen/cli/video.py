@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=tuple(FORMATS), default=None,
                         help="gif (default), mp4 (needs PyAV) or png-frames (a folder of PNGs)")
     parser.add_argument("--frames", type=types.frames, default=None, help="frames to generate (default: the model's)")
-    parser.add_argument("--fps", type=types.positive_number, default=None, help="playback frame rate (default: the model's)")
+    parser.add_argument("--fps", type=types.positive_number, default=None,
+                        help="playback frame rate (default: the model's)")
     parser.add_argument("--size", type=types.pixels, default=None, help="frame side in pixels (default: the model's)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpm++2m, heun or diffusers:<SchedulerClass>")
@@ -87,14 +88,6 @@ def run(args: argparse.Namespace) -> int:
     from gen.runtime import resolve_device
     from gen.video_io import import_av, write_video
 
-    if args.seed < 0:
-        raise GenError(f"--seed must be a non-negative integer, got {args.seed}")
-    if args.fps is not None and not args.fps > 0:
-        raise GenError(f"--fps must be positive, got {args.fps}")
-    if args.frames is not None and args.frames < 1:
-        raise GenError(f"--frames must be a positive integer, got {args.frames}")
-    if args.size is not None and args.size < 1:
-        raise GenError(f"--size must be a positive integer, got {args.size}")
     path = _target(args)
     if args.format == "mp4":
         import_av()  # fail before generating
