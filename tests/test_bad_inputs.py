@@ -250,6 +250,7 @@ CASES = {
         ("train video --config {text} --init {root}/missing --size 8 --frames 2 --out {new}", "unknown model"),
         ("train bogus --out {new}", "invalid choice"),
         (T + " --image-ratio 0.5", "--image-ratio is for `gen train video`"),
+        (T + " --threads 0", "--threads must be a positive integer"),
         (T + " --freeze-spatial", "--freeze-spatial needs"),
         ("train image --config {text}", "--out is required"),
         ("train image --out", "expected one argument"),

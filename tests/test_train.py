@@ -428,3 +428,32 @@ def test_prediction_flag_sets_the_schedule_of_the_exported_pipeline(tmp_path):
                  "--sample-every", "0", "--prediction", "eps", "--out", str(out), "--config", str(cfg)]) == 0
     pipe = Pipeline.from_pretrained(str(out / "pipeline"))
     assert pipe.schedule.prediction == "eps" and pipe.schedule.beta_schedule == "cosine"
+
+
+# -------------------------------------------------------------------------------- 8. the fast path
+
+
+@pytest.mark.slow  # torch.compile takes about a minute per model on the 2-core CPU
+def test_compiled_training_matches_eager_and_resumes_either_way(reference, tmp_path):
+    """--compile: the same losses as eager to bf16 round-off over 20 steps; a compiled run
+    resumes uncompiled and an uncompiled one compiled (same state-dict keys); a compiled run
+    resumed compiled ends bit-identical to one that was never stopped."""
+    recipe = dict(steps=20, ckpt_every=10, bf16=True, keep_checkpoints=10)
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    run_train(config(eager, **recipe))
+    run_train(config(compiled, **recipe, compile=True))
+    assert (compiled / "compile-cache").is_dir()
+    a, b = np.array([r["loss"] for r in log(eager)]), np.array([r["loss"] for r in log(compiled)])
+    assert len(a) == len(b) == 20
+    np.testing.assert_allclose(b, a, rtol=0.05, atol=0.01)  # bf16 round-off, compounded over 20 updates
+
+    stopped = tmp_path / "stopped"
+    run_train(config(stopped, **{**recipe, "steps": 10}, compile=True))
+    run_train(config(stopped, **recipe, compile=True), resume=True)
+    assert_identical(state(ckpt(stopped, 20)), state(ckpt(compiled, 20)), "compiled, resumed compiled")
+
+    for first, then in ((True, False), (False, True)):
+        run = tmp_path / f"switch-{first}"
+        run_train(config(run, **{**recipe, "steps": 10}, compile=first))
+        run_train(config(run, **recipe, compile=then), resume=True)
+        assert latest(run) == "step-0000020" and all_finite(ckpt(run, 20))

@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-spatial", action="store_true",
                         help="video with --init: train only the temporal layers (the image model stays as it is)")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bf16 autocast)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the denoiser (inductor; caches kept in RUN/compile-cache)")
+    parser.add_argument("--threads", type=types.integer(1, 1024), default=None,
+                        help="torch threads (default: one per core; more than the cores only slows training)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
@@ -74,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         values["vae_video"] = True
     if args.freeze_spatial:
         values["freeze_spatial"] = True
+    if args.compile:
+        values["compile"] = True
+    if args.threads is not None:
+        values["threads"] = args.threads
     factor_key = "spatial_factor" if args.video else "factor"
     for flag, key in (("factor", factor_key), ("latent_channels", "latent_channels")):
         if getattr(args, flag) is not None:

@@ -60,6 +60,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     cond_drop: float = 0.1
     bf16: bool = True
+    compile: bool = False  # torch.compile the denoiser (inductor), its caches in RUN/compile-cache
+    threads: int | None = None  # torch intra-op threads (None: torch's default, one per core)
     seed: int = 0
     max_minutes: float | None = None  # stop early (checkpoint + export) after this wall time
     workers: int = 0
@@ -89,6 +91,8 @@ class TrainConfig:
             "ckpt-every": (self.ckpt_every, 0, None), "keep-checkpoints": (self.keep_checkpoints, 1, None),
             "sample-steps": (self.sample_steps, 1, 1000), "channels": (self.channels, 1, 4),
         }
+        if self.threads is not None:
+            ranges["threads"] = (self.threads, 1, 1024)
         if self.data_n is not None:
             ranges["n"] = (self.data_n, 1, 10**9)
         for name, (value, low, high) in ranges.items():
@@ -190,10 +194,12 @@ def _check_types(cfg: TrainConfig) -> None:
             raise GenError(f"training option {f.name} must be {names}, got {value!r}")
 
 
+# How a run executes, not what it records: a resumed run takes these from its caller.
+RUNTIME = ("steps", "max_minutes", "workers", "compile", "threads")
 # On --resume, options that may change between runs (they do not alter what is trained
 # at a given step); any other option given with a value unlike the run's is refused.
 RESUMABLE = ("steps", "max_minutes", "log_every", "sample_every", "ckpt_every", "keep_checkpoints", "workers",
-             "sample_prompts", "sample_steps", "sample_cfg", "out")
+             "sample_prompts", "sample_steps", "sample_cfg", "out", "compile", "threads")
 
 
 # Fields whose command-line flag is not --field-name.

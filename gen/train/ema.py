@@ -38,10 +38,18 @@ class EMA:
 
 
 def averaged(model: nn.Module, ema: EMA) -> nn.Module:
-    """A copy of `model` holding the EMA weights, in eval mode."""
+    """A copy of `model` holding the EMA weights, in eval mode (and eager: a module compiled
+    for training, `nn.Module.compile`, is copied without its compiled forward)."""
     import copy
 
-    copy_ = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    compiled = {m: m._compiled_call_impl for m in model.modules() if getattr(m, "_compiled_call_impl", None)}
+    for m in compiled:
+        m._compiled_call_impl = None
+    try:
+        copy_ = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    finally:
+        for m, impl in compiled.items():
+            m._compiled_call_impl = impl
     copy_.load_state_dict({k: v.to(p.dtype) for (k, v), p in zip(ema.state_dict().items(),
                                                                   copy_.state_dict().values())})
     return copy_.eval()

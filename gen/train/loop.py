@@ -29,6 +29,7 @@ import torch
 from gen.errors import GenError
 from gen.lock import LOCK_NAME
 from gen.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from gen.train import fast
 from gen.train.config import TrainConfig
 from gen.train.ema import EMA
 from gen.train.diffusion import TextToImageModel  # noqa: F401  (re-exported: tests patch it here)
@@ -130,7 +131,7 @@ def make_task(cfg: TrainConfig, device: torch.device):
 
 # What a run writes before its first checkpoint: a folder holding only these (and no
 # logged step) is a run that failed at its start, and gen's to reuse.
-START_FILES = ("config.json", "log.jsonl", "tensorboard", "checkpoints", LOCK_NAME)
+START_FILES = ("config.json", "log.jsonl", "tensorboard", "checkpoints", "compile-cache", LOCK_NAME)
 
 
 def failed_start(run: Path) -> bool:
@@ -150,7 +151,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
 
     `given` (the CLI's explicitly set options): on resume, these are checked against the
     run's own config (gen.train.config.resume_config); without it the run's config is used
-    with cfg.steps. The run folder is locked for the whole run; a folder this call created
+    with cfg's say in how it runs (gen.train.config.RUNTIME: steps, compile, threads, ...). The run folder is locked for the whole run; a folder this call created
     is removed again if the run fails before its first checkpoint."""
     from gen.lock import output_lock
 
@@ -207,12 +208,13 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
 
     from gen.data import collate
     from gen.runtime import resolve_device
-    from gen.train.config import resume_config
+    from gen.train.config import RUNTIME, resume_config
 
     run = Path(cfg.out)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     dev = resolve_device(device)
+    fast.threads(cfg.threads)
     if world > 1:
         if dev.type == "cuda":
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -229,8 +231,9 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
         torch.distributed.barrier()
     if checkpoint is not None:  # the run's own config wins over the command line's
         saved = _read_state(checkpoint)["config"]
+        runtime = {name: getattr(cfg, name) for name in RUNTIME}  # how it runs: the caller's say (Python API)
         cfg = (resume_config(saved, given) if given is not None
-               else TrainConfig.from_dict({**saved, "steps": cfg.steps})).validate()
+               else TrainConfig.from_dict({**saved, **runtime})).validate()
     if cfg.batch % world:
         raise GenError(f"--batch {cfg.batch} must be divisible by the {world} processes")
     local_batch = cfg.batch // world
@@ -246,6 +249,8 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
     step = load_checkpoint(checkpoint, model, ema, optimizer, lr_scheduler) if checkpoint else 0
     check_memory(task, model, dataset, local_batch, dev, autocast=torch.autocast(dev.type, dtype=torch.bfloat16,
                                                                                   enabled=cfg.bf16))
+    if cfg.compile:  # after the memory check's batch-1 forward: compiled for the training batch only
+        fast.compile_denoiser(model, run / "compile-cache")
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         if checkpoint is None:  # a fresh start (or a reused failed one): nothing logged yet
