@@ -1,4 +1,4 @@
-"""The text encoder: open_clip's BPE tokenizer and CLIP text tower (Radford et al. 2021).
+"""The text encoder: CLIP's BPE tokenizer and text tower (Radford et al. 2021), open_clip-compatible.
 
     enc = TextEncoder(TextEncoderConfig())                      # "tiny": trained from scratch
     enc = TextEncoder(TextEncoderConfig(arch="ViT-B-32", pretrained="laion2b_s34b_b79k"))
@@ -7,9 +7,12 @@
     cond["text_mask"]  # (B, L) bool, True for SOT, the words and EOT; False for padding
     cond["pooled"]     # (B, E) the EOT token's state times text_projection (CLIP's text embedding)
 
-The tower is open_clip's own `TextTransformer`, built from an open_clip model config
-(`open_clip.get_model_config(arch)["text_cfg"]`, or the "tiny" preset below) by the same
-`_build_text_tower` that `open_clip.CLIP` uses, so open_clip checkpoints load unchanged.
+The tower is CLIP's text transformer with open_clip's parameter names, built from an
+open_clip model config (`open_clip.get_model_config(arch)["text_cfg"]`, or the "tiny"
+preset below), so open_clip checkpoints load unchanged; the tokenizer reads the BPE
+vocabulary bundled with open_clip. Both are gen's own code (the tests compare them with
+open_clip's `TextTransformer` and `SimpleTokenizer`) because importing open_clip costs
+seconds of start-up; the "tiny" arch never imports it.
 Only archs on open_clip's bundled BPE vocabulary are accepted (the CLIP family: ViT-B-32,
 ViT-L-14, ViT-H-14, ...); archs with a Hugging Face text model or tokenizer (SigLIP,
 CLIPA, XLM-R, ...) would need downloads and are refused.
@@ -27,12 +30,15 @@ import copy
 import dataclasses
 import functools
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .base import ConfiguredModule, register
+from .tokenizer import CLIPTokenizer
 
 CACHE_ENV = "GEN_OPEN_CLIP_CACHE"
 
@@ -84,10 +90,10 @@ def fold_ids(tokens: torch.Tensor, buckets: int, sot_id: int, eot_id: int) -> to
 
 def open_clip_model_config(arch: str) -> dict:
     """The open_clip model config dict (`embed_dim`, `text_cfg`, ...) for `arch`."""
-    import open_clip
-
     if arch == "tiny":
         return copy.deepcopy(TINY)
+    import open_clip
+
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
         raise ValueError(f"unknown text encoder arch {arch!r}; use 'tiny' or an open_clip model name "
@@ -102,10 +108,10 @@ def open_clip_model_config(arch: str) -> dict:
 
 def _tag_config(arch: str, pretrained: str | None) -> dict:
     """open_clip's record for a pretrained tag ({} for a file path or no weights)."""
-    import open_clip
-
     if pretrained is None or arch == "tiny" or os.path.isfile(pretrained):
         return {}
+    import open_clip
+
     return open_clip.get_pretrained_cfg(arch, pretrained)
 
 
@@ -161,13 +167,104 @@ def find_open_clip_weights(arch: str, pretrained: str, cache_dir: str | os.PathL
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer(arch: str, context_length: int):
-    """open_clip's tokenizer for `arch`; the BPE vocabulary ships inside the package."""
-    import open_clip
+def _tokenizer(context_length: int) -> CLIPTokenizer:
+    """CLIP's BPE tokenizer on the vocabulary bundled with open_clip (every accepted arch uses it)."""
+    return CLIPTokenizer(context_length=context_length)
 
-    if arch == "tiny":
-        return open_clip.SimpleTokenizer(context_length=context_length)
-    return open_clip.get_tokenizer(arch, context_length=context_length)
+
+# open_clip text_cfg fields the tower implements, and CLIP's values of the others
+TOWER_FIELDS = ("context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio")
+CLIP_VALUES = {"ls_init_value": None, "embed_cls": False, "no_causal_mask": False, "pad_id": 0,
+               "pool_type": "argmax", "proj_type": "linear", "proj_bias": False, "final_ln_after_pool": False,
+               "attentional_pool": False, "use_pad_mask": False, "act_kwargs": None, "norm_kwargs": None,
+               "tokenizer_kwargs": None}
+
+
+def tower_config(arch: str, text_cfg: dict) -> dict:
+    """The CLIPTextTower arguments in an open_clip text_cfg. A field whose value departs from
+    CLIP's text transformer (CoCa's class token, a bidirectional mask, ...) is refused."""
+    odd = {k: v for k, v in text_cfg.items()
+           if k not in (*TOWER_FIELDS, "output_tokens") and CLIP_VALUES.get(k, ...) != v}
+    if odd:
+        raise ValueError(f"open_clip arch {arch!r} has a text tower unlike CLIP's ({odd}); gen builds CLIP's "
+                         f"text transformer only: choose a CLIP-family arch such as ViT-B-32")
+    return {k: text_cfg[k] for k in TOWER_FIELDS if k in text_cfg}
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer layer of CLIP's text tower: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict(
+            c_fc=nn.Linear(width, hidden), gelu=QuickGELU() if quick_gelu else nn.GELU(), c_proj=nn.Linear(hidden, width)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the activation OpenAI's CLIP was trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Blocks(nn.Module):
+    def __init__(self, width: int, heads: int, layers: int, mlp_ratio: float, quick_gelu: bool):
+        super().__init__()
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, mlp_ratio, quick_gelu)
+                                       for _ in range(layers))
+
+
+class CLIPTextTower(nn.Module):
+    """CLIP's causal text transformer (Radford et al. 2021) under open_clip's parameter names
+    (`token_embedding`, `positional_embedding`, `transformer.resblocks.N.{ln_1, attn, ln_2,
+    mlp.c_fc, mlp.c_proj}`, `ln_final`, `text_projection`), so open_clip's CLIP checkpoints
+    and gen's earlier ones load unchanged. It is built here rather than by open_clip, whose
+    package import costs seconds on every start; the tests check it equals open_clip's
+    `TextTransformer` for the same weights.
+
+    forward(tokens (B, L)) -> (pooled (B, E), states (B, L, D)): states after ln_final, pooled
+    the state at each row's largest id (EOT) times text_projection.
+    """
+
+    def __init__(self, context_length: int, vocab_size: int, width: int, heads: int, layers: int,
+                 embed_dim: int, quick_gelu: bool = False, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
+        self.transformer = Blocks(width, heads, layers, mlp_ratio, quick_gelu)
+        self.ln_final = nn.LayerNorm(width)
+        self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
+        causal = torch.full((context_length, context_length), float("-inf")).triu_(1)
+        self.register_buffer("attn_mask", causal, persistent=False)
+        # CLIP's initialisation (as open_clip's TextTransformer.init_parameters)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        proj_std, attn_std, fc_std = (width ** -0.5) * ((2 * layers) ** -0.5), width ** -0.5, (2 * width) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width ** -0.5)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        L = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:L]
+        mask = self.attn_mask[:L, :L].to(x.dtype)
+        for block in self.transformer.resblocks:
+            x = block(x, mask)
+        x = self.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(-1)]
+        return pooled @ self.text_projection, x
 
 
 @register
@@ -175,44 +272,42 @@ class TextEncoder(ConfiguredModule):
     """Prompts -> cond {text (B, L, D), text_mask (B, L), pooled (B, E)} for the denoisers.
 
     `dim` = D (the tower width, for cross-attention) and `pooled_dim` = E (the projection
-    width, for adaLN/FiLM conditioning). The tower is open_clip's TextTransformer under
-    `self.tower`; its parameter names are open_clip's text-tower names.
+    width, for adaLN/FiLM conditioning). The tower (`CLIPTextTower`) is under `self.tower`;
+    its parameter names are open_clip's text-tower names.
     """
 
     config_class = TextEncoderConfig
 
     def __init__(self, config: TextEncoderConfig):
         super().__init__(config)
-        from open_clip.model import CLIPTextCfg, _build_text_tower
-
         cfg = open_clip_model_config(config.arch)
         tag = _tag_config(config.arch, config.pretrained)
-        text = {**cfg["text_cfg"], **{k: getattr(config, k) for k in ("context_length", "width", "layers", "heads",
-                                                                      "vocab_size") if getattr(config, k) is not None}}
+        text = {"context_length": 77, "mlp_ratio": 4.0, **tower_config(config.arch, cfg["text_cfg"]),
+                **{k: getattr(config, k) for k in ("context_length", "width", "layers", "heads", "vocab_size")
+                   if getattr(config, k) is not None}}
         embed_dim = cfg["embed_dim"] if config.embed_dim is None else config.embed_dim
         quick_gelu = config.quick_gelu
         if quick_gelu is None:
             quick_gelu = bool(tag.get("quick_gelu", cfg.get("quick_gelu", False)))
-        text = CLIPTextCfg(**{**text, "output_tokens": True})  # open_clip's defaults fill the rest
-        if text.width % text.heads:
-            raise ValueError(f"text encoder width {text.width} is not divisible by heads {text.heads}")
-        self.tokenizer = _tokenizer(config.arch, text.context_length)
+        if text["width"] % text["heads"]:
+            raise ValueError(f"text encoder width {text['width']} is not divisible by heads {text['heads']}")
+        self.tokenizer = _tokenizer(text["context_length"])
         if config.hash_vocab is not None:
             if not 16 <= config.hash_vocab <= self.tokenizer.vocab_size:
                 raise ValueError(f"hash_vocab must be between 16 and {self.tokenizer.vocab_size}, "
                                  f"got {config.hash_vocab}")
-            text = dataclasses.replace(text, vocab_size=config.hash_vocab)
-        elif text.vocab_size < self.tokenizer.vocab_size:
-            raise ValueError(f"text encoder vocab_size {text.vocab_size} is smaller than the tokenizer's "
+            text["vocab_size"] = config.hash_vocab
+        elif text["vocab_size"] < self.tokenizer.vocab_size:
+            raise ValueError(f"text encoder vocab_size {text['vocab_size']} is smaller than the tokenizer's "
                              f"{self.tokenizer.vocab_size} ids; use vocab_size >= {self.tokenizer.vocab_size}")
         self.config = dataclasses.replace(
-            config, context_length=text.context_length, width=text.width, layers=text.layers, heads=text.heads,
-            vocab_size=text.vocab_size, embed_dim=embed_dim, quick_gelu=quick_gelu)
-        self.tower = _build_text_tower(embed_dim, text, quick_gelu)  # the builder open_clip.CLIP uses
-        self.context_length = text.context_length
+            config, context_length=text["context_length"], width=text["width"], layers=text["layers"],
+            heads=text["heads"], vocab_size=text["vocab_size"], embed_dim=embed_dim, quick_gelu=quick_gelu)
+        self.tower = CLIPTextTower(embed_dim=embed_dim, quick_gelu=quick_gelu, **text)
+        self.context_length = text["context_length"]
         self.eot_id = self.tokenizer.eot_token_id if config.hash_vocab is None else config.hash_vocab - 1
-        self.dim = text.width
-        self.pooled_dim = embed_dim if self.tower.text_projection is not None else text.width
+        self.dim = text["width"]
+        self.pooled_dim = embed_dim
         if config.pretrained is not None:
             self.load_open_clip_weights(config.pretrained)
 

@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--vae", default=None,
                         help="train in this VAE's latent space (e.g. toy-vae): the latent variant of the recipe")
     parser.add_argument("--size", type=int, default=None, help="image side (default 32)")
+    parser.add_argument("--patch", type=int, default=None,
+                        help="DiT patch side (default 2); 4 gives a quarter of the tokens, for CPU budgets")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained pipeline into gen/weights")
     args = parser.parse_args()
     if args.ship:
@@ -73,8 +76,10 @@ def main() -> None:
         recipe.update(vae=args.vae)
     if args.size:
         recipe.update(size=args.size)
+    if args.patch:
+        recipe.update(model_overrides={"patch_size": args.patch})
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
-                      max_minutes=args.minutes, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
+                      max_minutes=args.minutes, ckpt_every=args.ckpt_every, threads=args.threads, sample_every=args.sample_every,
                       log_every=50, **recipe)
     print(train(cfg, resume=args.resume, device=args.device))
 

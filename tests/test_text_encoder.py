@@ -198,3 +198,55 @@ def test_folded_vocabulary_keeps_the_toy_words_apart_and_pools_at_eot():
     assert torch.equal(eot, torch.tensor([len(enc.tokenizer.encode("a cat in a hat")) + 1,
                                           len(enc.tokenizer.encode("two red balls left of a house")) + 1]))
     assert out["pooled"].shape == (2, enc.pooled_dim)
+
+
+def test_tokenizer_gives_open_clip_ids():
+    """gen's BPE tokenizer against open_clip's SimpleTokenizer (the same bundled vocabulary):
+    the toy grammar, then text that exercises cleaning, bytes outside Latin-1, digits,
+    contractions, special-token strings and truncation."""
+    from gen.toyworld import toy_clip, toy_image
+    from models.tokenizer import CLIPTokenizer
+
+    texts = [toy_image(i, 4, kind=k).caption for i in range(50) for k in ("single", "wearing", "relation", "count")]
+    texts += [toy_clip(i, 4, 1).caption for i in range(50)]
+    texts += ["A RED ball left of a blue house!!", "café   naïve — 3 dogs", "&amp;lt;b&gt; emoji 🐱🎩",
+              "it's we'll 12345", "x" * 100, "", "   ", "ünïcödé ÀÉ ß", "hello<end_of_text>world <start_of_text>",
+              "\x00\x01 tab\tnew\nline", "日本語のテキスト", "don't STOP-me now...", "a" + " a" * 80]
+    ours, theirs = CLIPTokenizer(context_length=32), open_clip.SimpleTokenizer(context_length=32)
+    assert torch.equal(ours(texts), theirs(texts))
+    assert (ours.vocab_size, ours.sot_token_id, ours.eot_token_id) == (
+        theirs.vocab_size, theirs.sot_token_id, theirs.eot_token_id)
+    assert ours.encode("a cat in a hat") == theirs.encode("a cat in a hat")
+
+
+def test_tower_equals_open_clips_text_transformer_for_the_same_weights():
+    from open_clip.model import CLIPTextCfg, _build_text_tower
+
+    from models.text import CLIPTextTower
+
+    for quick_gelu, mlp_ratio in ((False, 4.0), (True, 2.0)):
+        torch.manual_seed(3)
+        ref = _build_text_tower(24, CLIPTextCfg(context_length=20, vocab_size=500, width=32, heads=4, layers=2,
+                                                mlp_ratio=mlp_ratio, output_tokens=True), quick_gelu).eval()
+        ours = CLIPTextTower(20, 500, 32, 4, 2, 24, quick_gelu=quick_gelu, mlp_ratio=mlp_ratio).eval()
+        ours.load_state_dict(ref.state_dict())  # strict: the same parameter names and shapes
+        tokens = torch.randint(1, 499, (3, 20))
+        with torch.no_grad():
+            for a, b in zip(ours(tokens), ref(tokens)):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_building_the_tiny_encoder_and_the_default_pipeline_does_not_import_open_clip():
+    import subprocess
+    import sys
+
+    code = ("import sys; from gen.pipeline import Pipeline; p = Pipeline.from_pretrained('default'); "
+            "p.encode_prompt(['a cat in a hat']); "
+            "print(sorted(m for m in ('open_clip', 'torchvision', 'transformers', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_archs_whose_text_tower_is_not_clips_are_refused():
+    with pytest.raises(ValueError, match="unlike CLIP's.*embed_cls"):
+        TextEncoder(TextEncoderConfig(arch="coca_ViT-B-32"))
