@@ -55,12 +55,12 @@ def resolve_vae(model: str, video: bool = False) -> Path:
                    f"and not a folder holding config.json + model.safetensors")
 
 
-DEFAULT_FILES = {"image": "DEFAULT", "video": "DEFAULT_VIDEO"}  # name of the shipped default, per kind
+DEFAULT_FILES = {"image": "DEFAULT", "video": "DEFAULT_VIDEO", "sr": "DEFAULT_SR"}  # the shipped default, per kind
 
 
 def shipped_models(kind: str = "image") -> dict[str, Path]:
     """Name -> folder of every pipeline shipped inside the package, plus "default": the
-    shipped default of that `kind` (image or video)."""
+    shipped default of that `kind` (image, video or sr), where one is shipped."""
     found = {p.name: p for p in sorted(WEIGHTS_DIR.glob("*")) if (p / INDEX).is_file()}
     alias = WEIGHTS_DIR / DEFAULT_FILES[kind]
     if alias.is_file() and alias.read_text().strip() in found:
@@ -175,6 +175,8 @@ class SamplingDefaults:
     clip_x0: float | None = 1.0
     frames: int | None = None  # video pipelines: the trained frame count
     fps: float | None = None  # video pipelines: the frame rate it was trained at
+    scale: int | None = None  # super-resolution stages: output side / input side
+    sr_noise: float | None = None  # super-resolution stages: the input's augmentation level in [0, 1]
 
 
 class Pipeline:
@@ -286,8 +288,10 @@ class Pipeline:
             return diffusers_pipeline.DiffusersPipeline.from_pretrained(path, device, dtype)
         kind = index.get("kind", "image")
         if kind != cls.kind:
-            command = "gen video" if kind == "video" else "gen image"
-            raise GenError(f"{name_or_path} is a text-to-{kind} model; use it with `{command}`")
+            what = {"image": "a text-to-image model; use it with `gen image`",
+                    "video": "a text-to-video model; use it with `gen video`",
+                    "sr": "a super-resolution stage (gen.superres.SuperResolution), not a text-to-image model"}
+            raise GenError(f"{name_or_path} is {what.get(kind, f'of kind {kind!r}, which gen does not know')}")
 
         base = None
         if index.get("base"):

@@ -35,6 +35,12 @@ PRESETS: dict[str, tuple[type, dict]] = {
                           num_heads=12, text_dim=512, pooled_dim=512)),
     "unet-s": (UNet, dict(in_channels=3, sample_size=32, channels=(64, 128, 256), num_res_blocks=2,
                           attention_levels=(1, 2), num_heads=4, text_dim=256, pooled_dim=256)),
+    # super-resolution stages: fully convolutional (no attention), the upsampled low-res image
+    # concatenated to the input and the noise-augmentation level embedded; no text
+    "sr-unet-tiny": (UNet, dict(in_channels=3, sample_size=32, channels=(16, 32), num_res_blocks=1,
+                                attention_levels=(), concat_keys=("low_res",), noise_level=True)),
+    "sr-unet-s": (UNet, dict(in_channels=3, sample_size=64, channels=(32, 64, 128), num_res_blocks=2,
+                             attention_levels=(), concat_keys=("low_res",), noise_level=True)),
     "video-dit-s": (DiT, dict(in_channels=4, sample_size=16, patch_size=2, hidden_size=384, depth=12,
                               num_heads=6, text_dim=256, pooled_dim=256, video=True, frames=16, tubelet=2)),
     "video-unet-s": (UNet, dict(in_channels=3, sample_size=32, channels=(64, 128, 256), num_res_blocks=2,

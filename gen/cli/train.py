@@ -1,4 +1,4 @@
-"""`gen train`: train a text-conditioned denoiser on a dataset."""
+"""`gen train`: train a text-conditioned denoiser, an autoencoder or a super-resolution stage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from gen.cli import args as types
 # then TrainConfig's default.
 FLAGS = {
     "--data": ("data", str, "dataset name or folder (default toy; see `gen data`)"),
-    "--model": ("model", str, "model preset (see `gen models`; default dit-tiny)"),
+    "--model": ("model", str, "model preset (see `gen models`; default dit-tiny, sr: sr-unet-s)"),
     "--out": ("out", str, "run folder to create (checkpoints, samples, log, pipeline)"),
     "--steps": ("steps", int, "optimiser steps in total (default 1000)"),
     "--batch": ("batch", int, "global batch size (default 64)"),
@@ -32,6 +32,9 @@ FLAGS = {
     "--kl-weight": ("kl_weight", float, "vae: weight of the KL term (default 1e-6)"),
     "--recon-loss": ("recon_loss", str, "vae: l1 (default) or l2"),
     "--init": ("init", str, "vae: start from this VAE's weights; video: from this image (or video) pipeline"),
+    "--scale": ("scale", int, "sr: output side / input side (default 4)"),
+    "--crop": ("crop", int, "sr: train on random crops of this many pixels a side (default: whole images)"),
+    "--sr-noise": ("sr_noise", float, "sr: the stage's default augmentation level of its input, 0-1 (default 0.2)"),
     "--log-every": ("log_every", int, "steps between log lines"),
     "--sample-every": ("sample_every", int, "steps between sample grids (0: never)"),
     "--ckpt-every": ("ckpt_every", int, "steps between checkpoints"),
@@ -39,7 +42,7 @@ FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=("image", "video", "vae"), help="what to train")
+    parser.add_argument("kind", choices=("image", "video", "vae", "sr"), help="what to train")
     parser.add_argument("--config", help="YAML / TOML / JSON file of options; flags override it")
     for flag, (_, kind, help_text) in FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=help_text)

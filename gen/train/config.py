@@ -24,7 +24,7 @@ class TrainConfig:
     """Everything a run needs; saved as `config.json` in the run folder."""
 
     out: str = ""
-    kind: str = "image"  # image | video | vae
+    kind: str = "image"  # image | video | vae | sr
     data: str = "toy"
     data_n: int | None = None  # toy datasets: how many distinct samples (None: the default)
     data_kind: str | None = None  # toy images: only this kind of scene (single, wearing, relation, count)
@@ -32,7 +32,7 @@ class TrainConfig:
     frames: int | None = None  # video: 16; a video VAE: 17 (it takes 1 + k * 2 frames)
     fps: float = 8.0
     channels: int = 3
-    model: str = "dit-tiny"
+    model: str | None = None  # a preset (`gen models`); None: dit-tiny, or sr-unet-s for kind "sr"
     model_overrides: dict = field(default_factory=dict)
     text_encoder: dict = field(default_factory=lambda: {"arch": "tiny", "hash_vocab": 4096})
     train_text_encoder: bool = True
@@ -47,6 +47,9 @@ class TrainConfig:
     kl_weight: float = 1e-6  # kind "vae": weight of the KL term
     lpips_weight: float = 0.1  # kind "vae": LPIPS term, used when its AlexNet weights are present
     recon_loss: str = "l1"  # kind "vae": l1 | l2
+    scale: int = 4  # kind "sr": high-res side / low-res side
+    crop: int | None = None  # kind "sr": train on random crops of this side (high-res pixels)
+    sr_noise: float = 0.2  # kind "sr": the stage's default augmentation level at sampling, in [0, 1]
     schedule: dict = field(default_factory=lambda: {"beta_schedule": "cosine", "prediction": "v"})
     loss_weighting: str = "min_snr"  # uniform | min_snr
     min_snr_gamma: float = 5.0
@@ -74,6 +77,8 @@ class TrainConfig:
     sample_cfg: float = 3.0
 
     def __post_init__(self):
+        if self.model is None:
+            self.model = "sr-unet-s" if self.kind == "sr" else "dit-tiny"
         if self.frames is None:
             self.frames = 17 if self.kind == "vae" and self.vae_video else 16
 
@@ -93,6 +98,10 @@ class TrainConfig:
         }
         if self.threads is not None:
             ranges["threads"] = (self.threads, 1, 1024)
+        if self.kind == "sr":
+            ranges["scale"] = (self.scale, 2, 16)
+            if self.crop is not None:
+                ranges["crop"] = (self.crop, self.scale, MAX_SIDE)
         if self.data_n is not None:
             ranges["n"] = (self.data_n, 1, 10**9)
         for name, (value, low, high) in ranges.items():
@@ -128,8 +137,11 @@ class TrainConfig:
             raise GenError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.cond_drop < 1:
             raise GenError(f"--cond-drop must be in [0, 1), got {self.cond_drop}")
-        if self.kind not in ("image", "video", "vae"):
-            raise GenError(f"training kind must be image, video or vae, got {self.kind!r}")
+        if self.kind not in ("image", "video", "vae", "sr"):
+            raise GenError(f"training kind must be image, video, vae or sr, got {self.kind!r}")
+        if not 0 <= self.sr_noise <= 1:
+            raise GenError(f"--sr-noise must be between 0 and 1 (a fraction of the noise schedule), "
+                           f"got {self.sr_noise}")
         if self.recon_loss not in ("l1", "l2"):
             raise GenError(f"--recon-loss must be l1 or l2, got {self.recon_loss!r}")
         if self.lr_schedule not in ("constant", "cosine"):

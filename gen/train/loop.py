@@ -119,11 +119,16 @@ class Indexed(torch.utils.data.Dataset):
 
 
 def make_task(cfg: TrainConfig, device: torch.device):
-    """What is trained: a text-to-image/video denoiser, or an autoencoder (kind "vae")."""
+    """What is trained: a text-to-image/video denoiser, an autoencoder (kind "vae") or a
+    super-resolution stage (kind "sr")."""
     if cfg.kind == "vae":
         from gen.train.vae import VAETask
 
         return VAETask(cfg, device)
+    if cfg.kind == "sr":
+        from gen.train.sr import SRTask
+
+        return SRTask(cfg, device)
     from gen.train.diffusion import DiffusionTask
 
     return DiffusionTask(cfg, device)

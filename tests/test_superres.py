@@ -1,0 +1,103 @@
+"""Super-resolution stages: the training pairs (box-downsampling, crops), the input's
+noise-conditioning augmentation (the forward process in closed form), `gen train sr` on the
+shared loop (exact resume, the exported stage), and sampling from the stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from gen.errors import GenError
+from gen.pipeline import Pipeline
+from gen.superres import SuperResolution, augment, box_downsample, noise_timestep
+from gen.train import TrainConfig, train
+from gen.train.sr import random_crops
+from samplers import NoiseSchedule
+
+RECIPE = dict(kind="sr", model="sr-unet-tiny", size=16, scale=4, crop=8, batch=4, data_n=12, steps=4, warmup=2,
+              lr=2e-3, ema_decay=0.9, bf16=False, log_every=1, sample_every=4, ckpt_every=2, seed=0,
+              sample_steps=3)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run(out, resume=False, **changes):
+    cfg = TrainConfig.from_dict({**RECIPE, "out": str(out), **changes})
+    return train(cfg, resume=resume, device="cpu", progress=False)
+
+
+def test_box_downsample_is_the_mean_of_each_block():
+    x = torch.randn(2, 3, 8, 12, dtype=torch.float64)
+    low = box_downsample(x, 4)
+    blocks = x.reshape(2, 3, 2, 4, 3, 4).mean(dim=(3, 5))
+    assert low.shape == (2, 3, 2, 3) and torch.allclose(low, blocks)
+    with pytest.raises(GenError, match="not divisible by --scale 4"):
+        box_downsample(torch.zeros(1, 3, 6, 8), 4)
+
+
+def test_random_crops_are_windows_of_their_own_image_and_follow_the_generator():
+    x = torch.arange(2 * 3 * 10 * 10, dtype=torch.float32).reshape(2, 3, 10, 10)
+    crops = random_crops(x, 4, torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 4, 4)
+    for img, crop in zip(x, crops):
+        y, x0 = divmod(int(crop[0, 0, 0]) % 100, 10)  # the values index their position
+        assert torch.equal(crop, img[:, y:y + 4, x0:x0 + 4])
+    assert torch.equal(crops, random_crops(x, 4, torch.Generator().manual_seed(0)))
+
+
+def test_augmentation_is_the_forward_process_at_the_level():
+    sched = NoiseSchedule.create(beta_schedule="cosine", prediction="v")
+    low, noise = torch.randn(3, 3, 4, 4), torch.randn(3, 3, 4, 4)
+    t = torch.tensor([0, 500, 999])
+    out = augment(low, t, noise, sched)
+    ab = torch.tensor([sched.alpha_bars[i] for i in t.tolist()])[:, None, None, None]
+    torch.testing.assert_close(out, ab.sqrt() * low + (1 - ab).sqrt() * noise)
+    assert (out[0] - low[0]).abs().max() < 0.05  # level 0: the input, nearly untouched
+    assert noise_timestep(0.0, 1000) == 0 and noise_timestep(1.0, 1000) == 999 and noise_timestep(0.2, 1000) == 200
+    with pytest.raises(GenError, match="--sr-noise must be between 0 and 1"):
+        noise_timestep(1.5, 1000)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sr") / "run"
+    run(out)
+    return out
+
+
+def test_sr_training_resumes_bit_exactly_and_exports_a_stage(reference, tmp_path):
+    out = tmp_path / "run"
+    run(out, steps=2)
+    run(out, resume=True)
+    for name in ("model", "ema"):
+        a = load_file(out / "checkpoints" / "step-0000004" / f"{name}.safetensors")
+        b = load_file(reference / "checkpoints" / "step-0000004" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    index = json.loads((reference / "pipeline" / "model_index.json").read_text())
+    assert index["kind"] == "sr" and index["text_encoder"] is None
+    assert index["defaults"]["scale"] == 4 and index["defaults"]["sr_noise"] == 0.2
+    # the sample grid: one row per fixed image, low-res | bicubic | SR | truth
+    grid = np.asarray(Image.open(reference / "samples" / "step-0000004.png"))
+    assert grid.shape == (4 * 16, 4 * 16, 3)
+
+
+def test_the_stage_upscales_by_its_scale_deterministically_per_seed(reference):
+    stage = SuperResolution.from_pretrained(str(reference / "pipeline"))
+    low = torch.rand(3, 3, 5, 7) * 2 - 1  # any size: the stage is fully convolutional
+    a = stage.upscale(low, seeds=[0, 1, 2], steps=3)
+    assert a.shape == (3, 3, 20, 28) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, stage.upscale(low, seeds=[0, 1, 2], steps=3))
+    # per image, not per batch (up to the round-off of batched convolutions)
+    torch.testing.assert_close(a[1:2], stage.upscale(low[1:2], seeds=[1], steps=3), rtol=0, atol=1e-4)
+    assert not torch.equal(a[0], stage.upscale(low[:1], seeds=[5], steps=3)[0])
+    assert not torch.equal(a, stage.upscale(low, seeds=[0, 1, 2], steps=3, sr_noise=0.6))
+    with pytest.raises(GenError, match="takes images"):
+        stage.upscale(torch.zeros(1, 4, 5, 5), seeds=[0])
+    with pytest.raises(GenError, match="super-resolution stage"):
+        Pipeline.from_pretrained(str(reference / "pipeline"))
