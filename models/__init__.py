@@ -125,6 +125,15 @@ def native_input(config, batch: int = 1, text_tokens: int = 32, device=None) -> 
         cond["pooled"] = torch.randn(batch, config.pooled_dim, device=device)
     if config.num_classes:
         cond["label"] = torch.zeros(batch, dtype=torch.long, device=device)
+    if config.noise_level:
+        cond["noise_level"] = torch.zeros(batch, dtype=torch.long, device=device)
+    for key in config.concat_keys:  # low_res at a quarter of the side (a 4x stage), frames like x
+        if key == "low_res":
+            cond[key] = torch.randn(*shape[:-2], max(1, s // 4), max(1, s // 4), device=device)
+        elif key == "frames":
+            cond[key] = torch.randn(shape, device=device)
+        else:  # frame_mask
+            cond[key] = torch.ones(batch, config.frames, device=device)
     return x, torch.zeros(batch, dtype=torch.long, device=device), cond
 
 

@@ -11,7 +11,7 @@ import models
 from models.blocks import ResBlock, SpatialTransformer, TemporalAttention, TemporalConv
 from models.dit import DiTBlock, MotionConv
 
-TINY = ("unet-tiny", "dit-tiny", "video-unet-tiny", "video-dit-tiny")
+TINY = ("unet-tiny", "dit-tiny", "video-unet-tiny", "video-dit-tiny", "sr-unet-tiny")
 
 
 def _inputs(net, batch=2, frames=4, size=None, text_len=5, seed=0):
@@ -30,6 +30,10 @@ def _inputs(net, batch=2, frames=4, size=None, text_len=5, seed=0):
         cond["pooled"] = torch.randn(batch, cfg.pooled_dim, generator=g)
     if cfg.num_classes:
         cond["label"] = torch.randint(0, cfg.num_classes, (batch,), generator=g)
+    if cfg.noise_level:
+        cond["noise_level"] = torch.randint(0, 1000, (batch,), generator=g)
+    if "low_res" in cfg.concat_keys:  # a 4x stage's input
+        cond["low_res"] = torch.randn(*shape[:-2], max(1, size // 4), max(1, size // 4), generator=g)
     return x, t, cond
 
 
