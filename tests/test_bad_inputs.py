@@ -75,9 +75,18 @@ def world(tmp_path_factory) -> dict[str, str]:
                  "--batch", "2", "--n", "4", "--ckpt-every", "1", "--out", str(run), "--no-bf16"]) == 0
     vae = root / "vae"
     models.create_vae(in_channels=3).save_pretrained(vae)
+    from gen.superres import SuperResolution
+
+    sr = SuperResolution(models.create("sr-unet-tiny", sample_size=8), None, schedule,
+                         SamplingDefaults(size=8, steps=2, cfg=1.0, scale=4, sr_noise=0.2)).save_pretrained(root / "sr")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / "small.png")
+    Image.fromarray(np.zeros((4, 1100, 3), np.uint8)).save(root / "wide.png")
 
     w = {"root": str(root), "image": str(image), "video": str(video), "ds": str(ds), "clips": str(clips),
-         "run": str(run), "vae": str(vae), "text": str(root / "text.toml")}
+         "run": str(run), "vae": str(vae), "text": str(root / "text.toml"), "sr": str(sr),
+         "small": str(root / "small.png"), "wide": str(root / "wide.png")}
 
     def file(name: str, content: bytes | str) -> str:
         path = root / name
@@ -324,6 +333,23 @@ CASES = {
     ],
     "models": [
         ("models --bogus", "unrecognized arguments"),
+    ],
+    "upscale": [
+        ("upscale", "the following arguments are required: IMAGE"),
+        ("upscale {small}", "no super-resolution stage ships"),
+        ("upscale {notpng} --model {sr}", "not an image file"),
+        ("upscale {root}/missing.png --model {sr}", "no such file"),
+        ("upscale {small} --model {sr} --scale 2", "upscales by 4"),
+        ("upscale {small} --model {sr} --scale 1", "--scale must be between 2 and 16"),
+        ("upscale {small} {small} --model {sr} --out {root}/x.png", "is one file but 2 images"),
+        ("upscale {small} --model {sr} --out {root}/x.jpg", "--out must be a .png"),
+        ("upscale {small} --model {sr} --out {root}/missing/", "does not exist"),
+        ("upscale {small} --model {image}", "is a text-to-image model"),
+        ("upscale {small} --model {root}/missing", "unknown model"),
+        ("upscale {small} --model {sr} --sr-noise 2", "--sr-noise"),
+        ("upscale {small} --model {sr} --steps 0", "--steps"),
+        ("upscale {small} --model {sr} --sampler bogus", "--sampler must be one of"),
+        ("upscale {wide} --model {sr}", "past 4096 pixels"),
     ],
     "global": [
         ("--seed x models", "--seed"),

@@ -101,3 +101,31 @@ def test_the_stage_upscales_by_its_scale_deterministically_per_seed(reference):
         stage.upscale(torch.zeros(1, 4, 5, 5), seeds=[0])
     with pytest.raises(GenError, match="super-resolution stage"):
         Pipeline.from_pretrained(str(reference / "pipeline"))
+
+
+def test_gen_upscale_names_outputs_after_inputs_keeps_existing_files_and_records_parameters(
+        reference, tmp_path, capsys):
+    from gen.cli import main
+
+    rgb, gray = tmp_path / "photo.png", tmp_path / "gray.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (6, 5, 3), dtype=np.uint8)).save(rgb)
+    Image.fromarray(np.full((4, 4), 128, np.uint8)).save(gray)
+    out = tmp_path / "out"
+    out.mkdir()
+    stage = str(reference / "pipeline")
+    assert main(["upscale", str(rgb), str(gray), "--model", stage, "--steps", "2", "--seed", "3", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "converted L input to RGB" in captured.err
+    first = out / "photo-x4.png"
+    assert captured.out.split() == [str(first), str(out / "gray-x4.png")]
+    assert Image.open(first).size == (20, 24) and Image.open(out / "gray-x4.png").size == (16, 16)
+    meta = json.loads(Image.open(first).text["gen"])
+    assert meta == {"upscale": "photo.png", "seed": 3, "steps": 2, "sampler": "ddim", "sr_noise": 0.2, "scale": 4,
+                    "model": stage}
+    before = first.read_bytes()
+    assert main(["upscale", str(rgb), "--model", stage, "--steps", "2", "--seed", "3", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "photo-x4-1.png")
+    assert first.read_bytes() == before  # kept, and the same seed drew the same image
+    assert (out / "photo-x4-1.png").read_bytes() == before

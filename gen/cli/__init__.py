@@ -15,14 +15,15 @@ import sys
 
 from gen import __version__
 from gen.cli import args as types
-from gen.cli import data, eval, image, models, score, train, video
+from gen.cli import data, eval, image, models, score, train, upscale, video
 from gen.errors import GenError, user_error
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
 COMMANDS = (
     ("image", "generate images from a prompt", image),
     ("video", "generate a video clip from a prompt", video),
-    ("train", "train a text-conditioned denoiser on a dataset", train),
+    ("upscale", "upscale image files with a super-resolution stage", upscale),
+    ("train", "train a text-conditioned denoiser, an autoencoder or a super-resolution stage", train),
     ("score", "score folders of samples: FID, KID, IS, LPIPS, CLIPScore, FVD", score),
     ("eval", "evaluate a model: generate samples and score them", eval),
     ("data", "write a captioned dataset to disk (toy world: images or clips)", data),
