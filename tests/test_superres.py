@@ -129,3 +129,27 @@ def test_gen_upscale_names_outputs_after_inputs_keeps_existing_files_and_records
     assert capsys.readouterr().out.strip() == str(out / "photo-x4-1.png")
     assert first.read_bytes() == before  # kept, and the same seed drew the same image
     assert (out / "photo-x4-1.png").read_bytes() == before
+
+
+def test_reconstruction_scores_against_closed_forms():
+    from gen.superres import reconstruction_scores
+
+    truth = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
+    same = reconstruction_scores(truth, truth)
+    assert same["ssim"] == pytest.approx(1.0) and same["edge_energy"] == pytest.approx(1.0)
+    shifted = reconstruction_scores(truth + 0.2, truth)  # 0.1 on [0, 1] pixels: MSE 0.01, 20 dB
+    assert shifted["psnr"] == pytest.approx(20.0, abs=1e-6) and shifted["edge_energy"] == pytest.approx(1.0)
+    flat = reconstruction_scores(torch.zeros_like(truth), truth)
+    assert flat["edge_energy"] == 0
+
+
+def test_gen_eval_sr_reports_the_stage_and_bicubic(reference, capsys):
+    from gen.cli import main
+
+    assert main(["eval", "sr", "--model", str(reference / "pipeline"), "--n", "4", "--size", "16", "--steps", "2",
+                 "--batch", "3", "--json", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 4 and report["scale"] == 4 and report["seed"] == 4242
+    for name in ("sr", "bicubic"):
+        assert set(report[name]) == {"psnr", "ssim", "edge_energy"}
+    assert 10 < report["bicubic"]["psnr"] < 40 and report["bicubic"]["edge_energy"] < 1  # bicubic blurs
