@@ -73,6 +73,8 @@ def _read_index(path: Path) -> dict:
     index = read_json(path / INDEX, fix="rewrite it with save_pretrained, or restore the folder")
     if not isinstance(index, dict):
         raise GenError(f"{path / INDEX} is not a JSON object; the pipeline folder is damaged")
+    if index.get("_class") == "Cascade":  # its stages are pipeline folders, read by gen.cascade
+        return index
     if "_class_name" not in index:  # gen's own: it must name its parts and its schedule
         for key in ("denoiser", "schedule"):
             if key not in index:
@@ -287,6 +289,10 @@ class Pipeline:
                 raise GenError(f"{name_or_path} is a text-to-image model; `gen video` needs a video model")
             return diffusers_pipeline.DiffusersPipeline.from_pretrained(path, device, dtype)
         kind = index.get("kind", "image")
+        if index.get("_class") == "Cascade" and cls.kind == "image" and kind == "image":
+            from gen.cascade import Cascade
+
+            return Cascade.from_index(path, index, device=device, dtype=dtype, name=str(name_or_path))
         if kind != cls.kind:
             what = {"image": "a text-to-image model; use it with `gen image`",
                     "video": "a text-to-video model; use it with `gen video`",

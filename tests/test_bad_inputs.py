@@ -156,6 +156,8 @@ CASES = {
         ("image x --n abc", "--n"),
         ("image x --seed 99999999999999999999", "--seed must be at most"),
         ("image x --seed -1", "--seed must be a non-negative integer"),
+        ("image x --model {image} --sr-noise 0.2", "--sr-noise is for a cascade"),
+        ("image x --model {image} --size 0", "--size must be"),
         ("image x --model {image} --steps 0", "--steps must be between 1 and 1000"),
         ("image x --model {image} --cfg nan", "--cfg must be between 0 and 50"),
         ("image x --model {image} --sampler bogus", "--sampler must be one of"),
@@ -333,6 +335,15 @@ CASES = {
     ],
     "models": [
         ("models --bogus", "unrecognized arguments"),
+    ],
+    "cascade": [
+        ("cascade {image} --out {new}", "the following arguments are required: SR"),
+        ("cascade {image} {sr}", "the following arguments are required: --out"),
+        ("cascade {sr} {sr} --out {new}", "is a super-resolution stage"),
+        ("cascade {image} {image} --out {new}", "is a text-to-image model"),
+        ("cascade {image} {sr} --out {ds}", "exists and is not an empty folder"),
+        ("cascade {image} {root}/missing --out {new}", "unknown model"),
+        ("cascade {image} {sr} --out {file}/x", "is not a folder"),
     ],
     "upscale": [
         ("upscale", "the following arguments are required: IMAGE"),

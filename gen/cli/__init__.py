@@ -15,7 +15,7 @@ import sys
 
 from gen import __version__
 from gen.cli import args as types
-from gen.cli import data, eval, image, models, score, train, upscale, video
+from gen.cli import cascade, data, eval, image, models, score, train, upscale, video
 from gen.errors import GenError, user_error
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
@@ -23,6 +23,7 @@ COMMANDS = (
     ("image", "generate images from a prompt", image),
     ("video", "generate a video clip from a prompt", video),
     ("upscale", "upscale image files with a super-resolution stage", upscale),
+    ("cascade", "chain a text-to-image pipeline and super-resolution stages into one model", cascade),
     ("train", "train a text-conditioned denoiser, an autoencoder or a super-resolution stage", train),
     ("score", "score folders of samples: FID, KID, IS, LPIPS, CLIPScore, FVD", score),
     ("eval", "evaluate a model: generate samples and score them", eval),

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default",
                         help="shipped name, gen pipeline folder, or diffusers Stable-Diffusion folder or hub id")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and compute precision")
+    parser.add_argument("--size", type=types.pixels, default=None,
+                        help="image side (default: the model's; a cascade stops after the stage that draws it)")
+    parser.add_argument("--sr-noise", type=types.number(0, 1), default=None,
+                        help="cascade: augmentation level of each super-resolution stage's input, 0-1")
+    parser.add_argument("--sr-steps", type=types.integer(1, 1000), default=None,
+                        help="cascade: sampling steps of each super-resolution stage")
     parser.add_argument("--from", dest="from_png", metavar="IMAGE.png",
                         help="regenerate from the parameters stored in a PNG made by gen (flags override)")
     parser.add_argument("--download", action="store_true",
@@ -80,7 +86,7 @@ def _targets(args, prompt: str) -> tuple[Path, str, str]:
 
 # What a PNG's "gen" chunk may set, with the type each value must have.
 FROM_KEYS = {"prompt": str, "seed": int, "steps": int, "sampler": str, "cfg": (int, float), "negative": str,
-             "model": str, "dtype": str}
+             "model": str, "dtype": str, "size": int, "sr_noise": (int, float), "sr_steps": int}
 
 
 def _from_png(args) -> None:
@@ -113,8 +119,8 @@ def _from_png(args) -> None:
         if "prompt" not in params:
             raise GenError(f"--from {args.from_png}: no prompt stored; give one")
         args.prompt = params["prompt"]
-    for key in ("steps", "sampler", "cfg", "negative", "model", "dtype"):
-        if f"--{key}" not in given and params.get(key) is not None:
+    for key in ("steps", "sampler", "cfg", "negative", "model", "dtype", "size", "sr_noise", "sr_steps"):
+        if f"--{key.replace('_', '-')}" not in given and params.get(key) is not None:
             setattr(args, key, params[key])
     if args.dtype not in DTYPES:
         raise GenError(f"--from {args.from_png}: stored dtype {args.dtype!r} is not one of {', '.join(DTYPES)}")
@@ -152,18 +158,26 @@ def run(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype),
                                     local_files_only=not args.download)
     timings["load"] = time.perf_counter() - t0
+    from gen.cascade import Cascade
+
+    cascade = {k: getattr(args, k) for k in ("sr_noise", "sr_steps") if getattr(args, k) is not None}
+    if cascade and not isinstance(pipe, Cascade):
+        raise GenError(f"--{next(iter(cascade)).replace('_', '-')} is for a cascade (a base and super-resolution "
+                       f"stages); {args.model} is a single pipeline")
     seeds = [args.seed + k for k in range(args.n)]
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
         images = to_uint8(pipe.generate([prompt] * args.n, seeds, steps=args.steps, sampler=args.sampler,
-                                        cfg=args.cfg, negative=args.negative))
+                                        cfg=args.cfg, negative=args.negative, size=args.size, **cascade))
     timings["generate"] = time.perf_counter() - t0
     d = pipe.defaults
     params = {"prompt": prompt, "seed": args.seed, "steps": args.steps or d.steps, "sampler": args.sampler or d.sampler,
               "cfg": d.cfg if args.cfg is None else args.cfg, "negative": args.negative or "", "model": args.model,
               "dtype": args.dtype, "size": images.shape[1]}
+    if isinstance(pipe, Cascade):  # every stage's parameters; sr_noise / sr_steps as given, for --from
+        params.update(cascade, stages=pipe.stage_parameters(**cascade)[:pipe.stages_for(images.shape[1])])
     from gen import __version__
 
     written = []

@@ -1,0 +1,140 @@
+"""The cascade (DESIGN.md): a base text-to-image pipeline, then super-resolution stages,
+each with its own denoiser, schedule and sampling defaults, run in order.
+
+    from gen.cascade import Cascade
+    pipe = Cascade(base, [sr_4x])                 # or Pipeline.from_pretrained(cascade_folder)
+    images = pipe.generate(["a cat in a hat"], [0])           # the last stage's size
+    small = pipe.generate(["a cat in a hat"], [0], size=32)   # stop after the base
+
+A cascade folder holds `model_index.json` ({"_class": "Cascade", "format": 1, "stages":
+[folder, ...]}, base first) and one pipeline folder per stage, written by their own
+save_pretrained. Image i of every stage draws its noise from seed i, so a seed fixes the
+whole cascade's output.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from gen.errors import GenError
+from gen.pipeline import INDEX, Pipeline
+from gen.superres import SuperResolution
+
+FORMAT = 1
+
+
+class Cascade:
+    kind = "image"
+
+    def __init__(self, base: Pipeline, stages: list[SuperResolution], name: str = ""):
+        if not isinstance(base, Pipeline) or isinstance(base, SuperResolution) or base.kind != "image":
+            raise GenError(f"a cascade starts with a text-to-image pipeline, got {type(base).__name__}")
+        channels = 3  # every stage's input and output: pixels
+        for k, stage in enumerate(stages):
+            if not isinstance(stage, SuperResolution):
+                raise GenError(f"cascade stage {k + 1} is a {type(stage).__name__}, not a super-resolution stage")
+            if stage.denoiser.config.in_channels != channels:
+                raise GenError(f"cascade stage {k + 1} takes {stage.denoiser.config.in_channels}-channel images "
+                               f"but the stage before it gives {channels}")
+        self.base, self.stages, self.name = base, list(stages), name
+
+    @property
+    def sizes(self) -> list[int]:
+        """The image side after the base and after each stage."""
+        sizes = [self.base.defaults.size]
+        for stage in self.stages:
+            sizes.append(sizes[-1] * stage.defaults.scale)
+        return sizes
+
+    @property
+    def defaults(self):
+        """The base's sampling defaults, at the cascade's output size."""
+        return replace(self.base.defaults, size=self.sizes[-1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    def stages_for(self, size: int | None) -> int:
+        """How many super-resolution stages run for an output of `size` pixels a side."""
+        if size is None:
+            return len(self.stages)
+        if size not in self.sizes:
+            raise GenError(f"--size {size}: this cascade draws {', '.join(map(str, self.sizes))} pixels (the base, "
+                           f"then each super-resolution stage)")
+        return self.sizes.index(size)
+
+    def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None, sampler: str | None = None,
+                 cfg: float | None = None, negative: str | None = None, size: int | None = None,
+                 sr_noise: float | None = None, sr_steps: int | None = None, callback=None) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1]: the base's `steps`/`sampler`/`cfg`, then each stage
+        at its own defaults (`sr_noise` and `sr_steps` override every stage's)."""
+        count = self.stages_for(size)
+        x = self.base.generate(prompts, seeds, steps=steps, sampler=sampler, cfg=cfg, negative=negative,
+                               callback=callback)
+        for stage in self.stages[:count]:
+            x = stage.upscale(x, seeds, steps=sr_steps, sr_noise=sr_noise)
+        return x
+
+    def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list:
+        """PIL images for `prompt` (n of each); image k of a prompt uses seed + k."""
+        from PIL import Image
+
+        from gen.pipeline import to_uint8
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(n)]
+        seeds = [seed + k for _ in range(len(prompts) // n) for k in range(n)]
+        return [Image.fromarray(a) for a in to_uint8(self.generate(prompts, seeds, **kwargs))]
+
+    def stage_parameters(self, sr_noise: float | None = None, sr_steps: int | None = None) -> list[dict]:
+        """What each super-resolution stage runs with (for the PNG's parameters)."""
+        return [{"scale": s.defaults.scale, "steps": sr_steps or s.defaults.steps, "sampler": s.defaults.sampler,
+                 "sr_noise": s.defaults.sr_noise if sr_noise is None else sr_noise} for s in self.stages]
+
+    # --- files ------------------------------------------------------------------------
+
+    def save_pretrained(self, path, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
+        """Write the folder (base, then sr-1, sr-2, ...), assembled beside and swapped in whole."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise GenError(f"{path} exists and is not empty; choose a new folder or pass overwrite=True")
+        if path.exists() and any(path.iterdir()) and not (path / INDEX).is_file():
+            raise GenError(f"{path} is not a pipeline folder (no {INDEX}); refusing to replace it")
+        tmp = path.with_name(f".{path.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            folders = ["base"] + [f"sr-{k + 1}" for k in range(len(self.stages))]
+            for folder, stage in zip(folders, [self.base, *self.stages]):
+                stage.save_pretrained(tmp / folder, dtype=dtype)
+            index = {"_class": "Cascade", "kind": "image", "format": FORMAT, "stages": folders}
+            (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+            if path.exists():
+                shutil.rmtree(path)
+            tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def from_index(cls, path: Path, index: dict, device="cpu", dtype: torch.dtype | None = None,
+                   name: str = "") -> "Cascade":
+        stages = index.get("stages")
+        if index.get("format") != FORMAT:
+            raise GenError(f"{path / INDEX}: cascade format {index.get('format')!r}, this gen reads format {FORMAT}")
+        if not isinstance(stages, list) or not stages or not all(
+                isinstance(s, str) and s and not Path(s).is_absolute() and ".." not in Path(s).parts
+                for s in stages):
+            raise GenError(f"{path / INDEX}: 'stages' must list the stage subfolders, base first; got {stages!r}")
+        base = Pipeline.from_pretrained(str(path / stages[0]), device=device, dtype=dtype)
+        rest = [SuperResolution.from_pretrained(str(path / s), device=device, dtype=dtype) for s in stages[1:]]
+        return cls(base, rest, name=name or str(path))
+
+
+__all__ = ["Cascade"]
