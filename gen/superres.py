@@ -50,6 +50,19 @@ class SuperResolution(Pipeline):
 
     kind = "sr"
 
+    @property
+    def regression(self) -> bool:
+        """A regression stage (SR3's baseline) draws its image in one forward pass."""
+        return self.defaults.sampler == "regression"
+
+    def check_sampling(self, steps, sampler, cfg):
+        if not self.regression:
+            return super().check_sampling(steps, sampler, cfg)
+        if steps not in (None, 1) or sampler not in (None, "regression"):
+            raise GenError("this stage is a regression baseline: it draws in one pass, so --steps and --sampler "
+                           "do not apply")
+        return 1, "regression", 1.0
+
     def upscale(self, low: torch.Tensor, seeds: list[int], steps: int | None = None, sampler: str | None = None,
                 sr_noise: float | None = None, callback=None) -> torch.Tensor:
         """(B, C, h, w) in [-1, 1] -> (B, C, h * scale, w * scale) in [-1, 1]; image i drawn
@@ -63,6 +76,14 @@ class SuperResolution(Pipeline):
         if len(seeds) != low.shape[0]:
             raise GenError(f"{low.shape[0]} images but {len(seeds)} seeds")
         steps, sampler, _ = self.check_sampling(steps, sampler, 1.0)
+        if self.regression:
+            zero = torch.zeros(low.shape[0], dtype=torch.long, device=self.device)
+            dtype = next(self.denoiser.parameters()).dtype
+            shape = (low.shape[0], low.shape[1], low.shape[-2] * d.scale, low.shape[-1] * d.scale)
+            with torch.no_grad():
+                out = self.denoiser(torch.zeros(shape, dtype=dtype, device=self.device), zero,
+                                    {"low_res": low.to(self.device, dtype), "noise_level": zero})
+            return out.float().clamp(-1, 1)
         level = d.sr_noise if sr_noise is None else sr_noise
         t_aug = noise_timestep(level, self.schedule.num_train_timesteps)
         h, w = low.shape[-2] * d.scale, low.shape[-1] * d.scale

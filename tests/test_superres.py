@@ -153,3 +153,20 @@ def test_gen_eval_sr_reports_the_stage_and_bicubic(reference, capsys):
     for name in ("sr", "bicubic"):
         assert set(report[name]) == {"psnr", "ssim", "edge_energy"}
     assert 10 < report["bicubic"]["psnr"] < 40 and report["bicubic"]["edge_energy"] < 1  # bicubic blurs
+
+
+def test_the_regression_baseline_learns_and_draws_in_one_pass(tmp_path):
+    out = tmp_path / "reg"
+    run(out, sr_regression=True, steps=40, data_n=4, crop=None, sample_every=0, ckpt_every=40, lr=3e-3,
+        ema_decay=0.0)
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])  # overfitting four images
+    stage = SuperResolution.from_pretrained(str(out / "pipeline"))
+    assert stage.regression and stage.defaults.steps == 1
+    low = torch.rand(2, 3, 4, 4) * 2 - 1
+    zero = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        direct = stage.denoiser(torch.zeros(2, 3, 16, 16), zero, {"low_res": low, "noise_level": zero}).clamp(-1, 1)
+    assert torch.equal(stage.upscale(low, seeds=[0, 1]), direct)
+    with pytest.raises(GenError, match="regression baseline"):
+        stage.upscale(low, seeds=[0, 1], steps=5)

@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", action="store_true", help="vae: a causal video VAE trained on clips")
     parser.add_argument("--freeze-spatial", action="store_true",
                         help="video with --init: train only the temporal layers (the image model stays as it is)")
+    parser.add_argument("--regression", action="store_true",
+                        help="sr: SR3's baseline, a U-Net predicting the image in one pass (MSE), no diffusion")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bf16 autocast)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the denoiser (inductor; caches kept in RUN/compile-cache)")
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         values["freeze_spatial"] = True
     if args.compile:
         values["compile"] = True
+    if args.regression:
+        values["sr_regression"] = True
     if args.threads is not None:
         values["threads"] = args.threads
     factor_key = "spatial_factor" if args.video else "factor"

@@ -50,6 +50,7 @@ class TrainConfig:
     scale: int = 4  # kind "sr": high-res side / low-res side
     crop: int | None = None  # kind "sr": train on random crops of this side (high-res pixels)
     sr_noise: float = 0.2  # kind "sr": the stage's default augmentation level at sampling, in [0, 1]
+    sr_regression: bool = False  # kind "sr": SR3's baseline, the image predicted in one pass (MSE), no diffusion
     schedule: dict = field(default_factory=lambda: {"beta_schedule": "cosine", "prediction": "v"})
     loss_weighting: str = "min_snr"  # uniform | min_snr
     min_snr_gamma: float = 5.0
@@ -215,7 +216,7 @@ RESUMABLE = ("steps", "max_minutes", "log_every", "sample_every", "ckpt_every", 
 
 
 # Fields whose command-line flag is not --field-name.
-FLAG_NAMES = {"loss_weighting": "--weighting", "data_n": "--n", "vae_video": "--video", "bf16": "--no-bf16",
+FLAG_NAMES = {"loss_weighting": "--weighting", "sr_regression": "--regression", "data_n": "--n", "vae_video": "--video", "bf16": "--no-bf16",
               "kind": "the training kind", "schedule": "--prediction (schedule)"}
 
 
