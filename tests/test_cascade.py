@@ -114,3 +114,12 @@ def test_cascade_flags_on_a_single_pipeline_are_one_line(parts, tmp_path, capsys
     code = main(["cascade", str(parts["x2_dir"]), str(parts["x4_dir"]), "--out", str(tmp_path / "c")])
     assert code == 2 and "super-resolution stage" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_gen_eval_image_judges_the_cascade_output(parts, tmp_path, capsys):
+    cascade = Cascade(parts["base"], [parts["x4"]]).save_pretrained(tmp_path / "c")
+    assert main(["eval", "image", "--model", str(cascade), "--n", "4", "--clip", "none", "--json",
+                 "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["size"] == 32 and report["n"] == 4  # the cascade's output, read by the judges resized
+    assert Image.open(next((tmp_path / "eval").glob("**/*.png"))).size == (32, 32)
