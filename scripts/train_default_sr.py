@@ -32,7 +32,7 @@ def ship(stage: Path) -> Path:
     import torch
 
     from gen.pipeline import WEIGHTS_DIR
-    from gen.superres import SuperResolution
+    from gen.pipeline.superres import SuperResolution
 
     sr = SuperResolution.from_pretrained(str(stage))
     target = WEIGHTS_DIR / NAME

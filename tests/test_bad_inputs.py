@@ -75,7 +75,7 @@ def world(tmp_path_factory) -> dict[str, str]:
                  "--batch", "2", "--n", "4", "--ckpt-every", "1", "--out", str(run), "--no-bf16"]) == 0
     vae = root / "vae"
     models.create_vae(in_channels=3).save_pretrained(vae)
-    from gen.superres import SuperResolution
+    from gen.pipeline.superres import SuperResolution
 
     sr = SuperResolution(models.create("sr-unet-tiny", sample_size=8), None, schedule,
                          SamplingDefaults(size=8, steps=2, cfg=1.0, scale=4, sr_noise=0.2)).save_pretrained(root / "sr")

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 import models
-from gen.cascade import Cascade
+from gen.pipeline.cascade import Cascade
 from gen.cli import main
 from gen.errors import GenError
 from gen.pipeline import Pipeline, SamplingDefaults
-from gen.superres import SuperResolution
+from gen.pipeline.superres import SuperResolution
 from samplers import NoiseSchedule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,7 +71,7 @@ def test_a_cascade_folder_round_trips_and_loads_through_pipeline(parts, tmp_path
     with pytest.raises(GenError, match="must list the stage subfolders"):
         Pipeline.from_pretrained(str(folder))
     (folder / "model_index.json").write_text(json.dumps({**index, "format": 7}))
-    with pytest.raises(GenError, match="cascade format 7"):
+    with pytest.raises(GenError, match="folder format 7; this gen reads format 1"):
         Pipeline.from_pretrained(str(folder))
 
 

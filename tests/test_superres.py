@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from gen.errors import GenError
 from gen.pipeline import Pipeline
-from gen.superres import SuperResolution, augment, box_downsample, noise_timestep
+from gen.pipeline.superres import SuperResolution, augment, box_downsample, noise_timestep
 from gen.train import TrainConfig, train
 from gen.train.sr import random_crops
 from samplers import NoiseSchedule
@@ -132,7 +132,7 @@ def test_gen_upscale_names_outputs_after_inputs_keeps_existing_files_and_records
 
 
 def test_reconstruction_scores_against_closed_forms():
-    from gen.superres import reconstruction_scores
+    from gen.pipeline.superres import reconstruction_scores
 
     truth = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
     same = reconstruction_scores(truth, truth)

@@ -12,6 +12,7 @@ from PIL import Image
 
 import models
 from gen.cli import main
+from gen.errors import GenError
 from gen.pipeline import Pipeline, SamplingDefaults, VideoPipeline
 from gen.video_io import read_video, read_video_comment
 from samplers import NoiseSchedule
@@ -157,6 +158,15 @@ def test_a_motion_module_is_stored_as_its_difference_from_the_shipped_image_mode
     assert all(torch.equal(want[k], v) for k, v in back.denoiser.state_dict().items())
     with pytest.raises(Exception, match="not a shipped pipeline"):
         pipe.save_pretrained(tmp_path / "other", base="no-such-model")
+    # the folder records its base's weights: a base that changed since is refused, not mixed in
+    index = json.loads((path / "model_index.json").read_text())
+    from gen.pipeline import WEIGHTS_DIR
+    from gen.pipeline.folder import base_digest
+
+    assert index["format"] == 1 and index["base_sha256"] == base_digest(WEIGHTS_DIR / "toy-image-dit")
+    (path / "model_index.json").write_text(json.dumps({**index, "base_sha256": "0" * 64}))
+    with pytest.raises(GenError, match="whose weights have changed since"):
+        VideoPipeline.from_pretrained(str(path))
 
 
 def test_train_video_from_an_image_model_keeps_the_frozen_spatial_layers(tmp_path, pipes):

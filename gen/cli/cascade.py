@@ -16,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gen.cascade import Cascade
+    from gen.pipeline.cascade import Cascade
     from gen.lock import output_lock
     from gen.pipeline import Pipeline
-    from gen.superres import SuperResolution
+    from gen.pipeline.superres import SuperResolution
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -110,7 +110,7 @@ def evaluate_stage(args) -> int:
     """`gen eval sr`: a super-resolution stage against bicubic on fresh toy renders."""
     from gen.pipeline import shipped_models
     from gen.runtime import resolve_device
-    from gen.superres import SuperResolution, evaluate_sr
+    from gen.pipeline.superres import SuperResolution, evaluate_sr
 
     if args.model == "default" and "default" not in shipped_models("sr"):
         raise GenError("no super-resolution stage ships with this gen yet; pass --model RUN/pipeline "

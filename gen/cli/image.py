@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype),
                                     local_files_only=not args.download)
     timings["load"] = time.perf_counter() - t0
-    from gen.cascade import Cascade
+    from gen.pipeline.cascade import Cascade
 
     cascade = {k: getattr(args, k) for k in ("sr_noise", "sr_steps") if getattr(args, k) is not None}
     if cascade and not isinstance(pipe, Cascade):

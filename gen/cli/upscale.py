@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from gen.cli.image import _write
     from gen.pipeline import shipped_models, to_uint8
     from gen.runtime import MAX_SIDE, resolve_device
-    from gen.superres import SuperResolution
+    from gen.pipeline.superres import SuperResolution
     from gen.video_io import write_png
 
     if args.model == "default" and "default" not in shipped_models("sr"):

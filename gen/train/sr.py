@@ -85,12 +85,12 @@ class SRTask:
     def pair(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(high-res x_0, low-res input) for a batch of training images."""
         high = random_crops(images, self.cfg.crop, gen) if self.cfg.crop else images
-        from gen.superres import box_downsample
+        from gen.pipeline.superres import box_downsample
 
         return high, box_downsample(high, self.cfg.scale)
 
     def loss(self, trained, batch, gen: torch.Generator, autocast):
-        from gen.superres import augment
+        from gen.pipeline.superres import sr_condition
         from samplers import loss_weights, q_sample, training_target
 
         cfg, dev = self.cfg, self.device
@@ -105,8 +105,7 @@ class SRTask:
         t = torch.randint(0, T, (b,), generator=gen).to(dev)
         noise = torch.randn(x0.shape, generator=gen).to(dev)
         t_aug = torch.randint(0, T, (b,), generator=gen).to(dev)
-        cond = {"low_res": augment(low, t_aug, torch.randn(low.shape, generator=gen).to(dev), self.schedule),
-                "noise_level": t_aug}
+        cond = sr_condition(low, t_aug, torch.randn(low.shape, generator=gen).to(dev), self.schedule)
         x_t = q_sample(x0, t, noise, self.schedule)
         target = training_target(x0, noise, t, self.schedule)
         with autocast:
@@ -118,7 +117,7 @@ class SRTask:
 
     def pipeline(self, model, ema):
         from gen.pipeline import SamplingDefaults
-        from gen.superres import SuperResolution
+        from gen.pipeline.superres import SuperResolution
         from gen.train.ema import averaged
 
         cfg = self.cfg
@@ -138,7 +137,7 @@ class SRTask:
         from PIL import Image
 
         from gen.pipeline import to_uint8
-        from gen.superres import box_downsample
+        from gen.pipeline.superres import box_downsample
 
         stage = self.pipeline(model, ema)
         truth = self.fixed

@@ -1,7 +1,7 @@
 """The cascade (DESIGN.md): a base text-to-image pipeline, then super-resolution stages,
 each with its own denoiser, schedule and sampling defaults, run in order.
 
-    from gen.cascade import Cascade
+    from gen.pipeline import Cascade
     pipe = Cascade(base, [sr_4x])                 # or Pipeline.from_pretrained(cascade_folder)
     images = pipe.generate(["a cat in a hat"], [0])           # the last stage's size
     small = pipe.generate(["a cat in a hat"], [0], size=32)   # stop after the base
@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 
 from gen.errors import GenError
-from gen.pipeline import INDEX, Pipeline
-from gen.superres import SuperResolution
-
-FORMAT = 1
+from gen.pipeline.folder import FORMAT, INDEX
+from gen.pipeline.image import Pipeline
+from gen.pipeline.superres import SuperResolution
 
 
 class Cascade:
@@ -123,11 +122,18 @@ class Cascade:
         return path
 
     @classmethod
-    def from_index(cls, path: Path, index: dict, device="cpu", dtype: torch.dtype | None = None,
-                   name: str = "") -> "Cascade":
+    def from_pretrained(cls, name_or_path: str, device="cpu", dtype: torch.dtype | None = None) -> "Cascade":
+        from gen.pipeline import load
+
+        cascade = load(name_or_path, device=device, dtype=dtype)
+        if not isinstance(cascade, Cascade):
+            raise GenError(f"{name_or_path} is a single pipeline, not a cascade")
+        return cascade
+
+    @classmethod
+    def from_folder(cls, path: Path, index: dict, device="cpu", dtype: torch.dtype | None = None,
+                    name: str = "") -> "Cascade":
         stages = index.get("stages")
-        if index.get("format") != FORMAT:
-            raise GenError(f"{path / INDEX}: cascade format {index.get('format')!r}, this gen reads format {FORMAT}")
         if not isinstance(stages, list) or not stages or not all(
                 isinstance(s, str) and s and not Path(s).is_absolute() and ".." not in Path(s).parts
                 for s in stages):

@@ -2,7 +2,7 @@
 2021, Cascaded Diffusion Models): a denoiser that draws a high-resolution image given a
 low-resolution one.
 
-    from gen.superres import SuperResolution
+    from gen.pipeline import SuperResolution
     sr = SuperResolution.from_pretrained("runs/sr/pipeline")
     high = sr.upscale(low, seeds=[0, 1])        # (B, C, h, w) in [-1, 1] -> (B, C, h*s, w*s)
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from gen.errors import GenError
-from gen.pipeline import Pipeline
+from gen.pipeline.image import Pipeline
 
 
 def box_downsample(images: torch.Tensor, scale: int) -> torch.Tensor:
@@ -41,6 +41,12 @@ def augment(low: torch.Tensor, t_aug: torch.Tensor, noise: torch.Tensor, schedul
     from samplers import q_sample
 
     return q_sample(low, t_aug, noise, schedule)
+
+
+def sr_condition(low: torch.Tensor, t_aug: torch.Tensor, noise: torch.Tensor, schedule) -> dict:
+    """The cond of a super-resolution stage, the same in training and sampling: the
+    low-resolution input augmented at t_aug, and t_aug itself."""
+    return {"low_res": augment(low, t_aug, noise, schedule), "noise_level": t_aug}
 
 
 class SuperResolution(Pipeline):
@@ -94,7 +100,7 @@ class SuperResolution(Pipeline):
             aug.append(torch.randn(low.shape[1:], generator=g))
         x_T, aug = torch.stack(x_T).to(self.device), torch.stack(aug).to(self.device)
         t = torch.full((low.shape[0],), t_aug, dtype=torch.long, device=self.device)
-        cond = {"low_res": augment(low.to(self.device).float(), t, aug, self.schedule), "noise_level": t}
+        cond = sr_condition(low.to(self.device).float(), t, aug, self.schedule)
         dtype = next(self.denoiser.parameters()).dtype
 
         def model(x, t_, c):
@@ -164,5 +170,5 @@ def evaluate_sr(stage: SuperResolution, n: int = 500, size: int = 128, seed: int
             "seconds_per_image": seconds / n}
 
 
-__all__ = ["SuperResolution", "augment", "box_downsample", "edge_energy", "evaluate_sr", "noise_timestep",
+__all__ = ["SuperResolution", "augment", "box_downsample", "sr_condition", "edge_energy", "evaluate_sr", "noise_timestep",
            "reconstruction_scores"]

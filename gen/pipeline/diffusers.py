@@ -43,7 +43,8 @@ import torch
 from torch import nn
 
 from gen.errors import GenError
-from gen.pipeline import INDEX, Pipeline, SamplingDefaults
+from gen.pipeline.folder import INDEX
+from gen.pipeline.image import Pipeline, SamplingDefaults
 
 # The parts we load and the files each needs; a tuple lists alternatives (first one named
 # when all are missing). Weights are safetensors only: pickled .bin files are never read.
