@@ -200,8 +200,9 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict(
-            c_fc=nn.Linear(width, hidden), gelu=QuickGELU() if quick_gelu else nn.GELU(), c_proj=nn.Linear(hidden, width)))
+        self.mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(width, hidden),
+                                             gelu=QuickGELU() if quick_gelu else nn.GELU(),
+                                             c_proj=nn.Linear(hidden, width)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.ln_1(x)

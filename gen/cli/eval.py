@@ -128,7 +128,8 @@ def evaluate_stage(args) -> int:
           f"{report['sr_noise']}, {report['seconds_per_image']:.2f} s/image")
     for name in ("sr", "bicubic"):
         r = report[name]
-        print(f"  {name:<8} PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  edge energy {r['edge_energy']:.2f}x the truth's")
+        print(f"  {name:<8} PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  "
+              f"edge energy {r['edge_energy']:.2f}x the truth's")
     return 0
 
 

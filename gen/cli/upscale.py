@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="shipped SR stage name or a stage folder (gen train sr)")
     parser.add_argument("--scale", type=types.integer(2, 16), default=None,
                         help="output side / input side; must be the stage's (default: the stage's)")
-    parser.add_argument("--steps", type=types.integer(1, 1000), default=None, help="sampling steps (default: the stage's)")
+    parser.add_argument("--steps", type=types.integer(1, 1000), default=None,
+                        help="sampling steps (default: the stage's)")
     parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpm++2m or heun (default: the stage's)")
     parser.add_argument("--sr-noise", type=types.number(0, 1), default=None,
                         help="augmentation level of the input, 0-1 (default: the stage's)")

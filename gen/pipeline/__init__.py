@@ -53,9 +53,10 @@ def load(name_or_path: str = "default", kind: str | None = None, device="cpu", d
     path = shipped.get(name_or_path) or Path(name_or_path)
     name = str(name_or_path)
     if not (path / INDEX).is_file():
-        if kind in (None, "image") and diffusers.is_hub_id(name) and (not local_files_only or diffusers.is_cached(name)):
+        hub = kind in (None, "image") and diffusers.is_hub_id(name)
+        if hub and (not local_files_only or diffusers.is_cached(name)):
             return diffusers.DiffusersPipeline.from_pretrained(name, device, dtype, local_files_only)
-        raise GenError(unknown_model(name, shipped, hub=kind in (None, "image") and diffusers.is_hub_id(name)))
+        raise GenError(unknown_model(name, shipped, hub=hub))
     index = read_index(path)
     if diffusers.is_diffusers_index(index):
         if kind not in (None, "image"):

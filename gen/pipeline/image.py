@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from gen.errors import GenError, reading
-from gen.pipeline.folder import FORMAT, INDEX, _load_difference, _same_weights, _save_difference, base_digest, check_base
+from gen.pipeline.folder import (FORMAT, INDEX, _load_difference, _same_weights, _save_difference, base_digest,
+                                 check_base)
 from gen.pipeline.weights import shipped_models
 
 SAMPLERS = ("ddim", "ddpm", "dpm++2m", "heun")

@@ -170,5 +170,5 @@ def evaluate_sr(stage: SuperResolution, n: int = 500, size: int = 128, seed: int
             "seconds_per_image": seconds / n}
 
 
-__all__ = ["SuperResolution", "augment", "box_downsample", "sr_condition", "edge_energy", "evaluate_sr", "noise_timestep",
-           "reconstruction_scores"]
+__all__ = ["SuperResolution", "augment", "box_downsample", "edge_energy", "evaluate_sr", "noise_timestep",
+           "reconstruction_scores", "sr_condition"]
