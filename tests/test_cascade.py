@@ -123,3 +123,17 @@ def test_gen_eval_image_judges_the_cascade_output(parts, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["size"] == 32 and report["n"] == 4  # the cascade's output, read by the judges resized
     assert Image.open(next((tmp_path / "eval").glob("**/*.png"))).size == (32, 32)
+
+
+def test_a_cascade_can_name_shipped_stages_instead_of_copying_them(parts, tmp_path):
+    shipped = Pipeline.from_pretrained("toy-image-dit")
+    folder = Cascade(shipped, [parts["x4"]]).save_pretrained(tmp_path / "c", shipped=True)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["stages"] == [{"shipped": "toy-image-dit"}, "sr-1"] and not (folder / "base").exists()
+    loaded = Pipeline.from_pretrained(str(folder))
+    assert loaded.sizes == [32, 128]
+    assert all(torch.equal(a, b) for a, b in zip(loaded.base.denoiser.state_dict().values(),
+                                                 shipped.denoiser.state_dict().values()))
+    (folder / "model_index.json").write_text(json.dumps({**index, "stages": [{"shipped": "nope"}, "sr-1"]}))
+    with pytest.raises(GenError, match="names the shipped pipeline 'nope', which is not installed"):
+        Pipeline.from_pretrained(str(folder))

@@ -8,7 +8,7 @@ each with its own denoiser, schedule and sampling defaults, run in order.
 
 A cascade folder holds `model_index.json` ({"_class": "Cascade", "format": 1, "stages":
 [folder, ...]}, base first) and one pipeline folder per stage, written by their own
-save_pretrained. Image i of every stage draws its noise from seed i, so a seed fixes the
+save_pretrained; a stage may instead be {"shipped": NAME}, a pipeline shipped with gen. Image i of every stage draws its noise from seed i, so a seed fixes the
 whole cascade's output.
 """
 
@@ -98,8 +98,13 @@ class Cascade:
 
     # --- files ------------------------------------------------------------------------
 
-    def save_pretrained(self, path, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
-        """Write the folder (base, then sr-1, sr-2, ...), assembled beside and swapped in whole."""
+    def save_pretrained(self, path, overwrite: bool = False, dtype: torch.dtype | None = None,
+                        shipped: bool = False) -> Path:
+        """Write the folder (base, then sr-1, sr-2, ...), assembled beside and swapped in whole.
+        `shipped`: a stage loaded by a shipped name is stored as that name ({"shipped": name}),
+        not copied (how the shipped cascade names its shipped stages)."""
+        from gen.pipeline.weights import shipped_models
+
         path = Path(path)
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise GenError(f"{path} exists and is not empty; choose a new folder or pass overwrite=True")
@@ -107,11 +112,18 @@ class Cascade:
             raise GenError(f"{path} is not a pipeline folder (no {INDEX}); refusing to replace it")
         tmp = path.with_name(f".{path.name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
+        names = set(shipped_models()) - {"default"} if shipped else set()
         try:
-            folders = ["base"] + [f"sr-{k + 1}" for k in range(len(self.stages))]
-            for folder, stage in zip(folders, [self.base, *self.stages]):
-                stage.save_pretrained(tmp / folder, dtype=dtype)
-            index = {"_class": "Cascade", "kind": "image", "format": FORMAT, "stages": folders}
+            entries = []
+            for folder, stage in zip(["base"] + [f"sr-{k + 1}" for k in range(len(self.stages))],
+                                     [self.base, *self.stages]):
+                if stage.name in names:
+                    entries.append({"shipped": stage.name})
+                else:
+                    stage.save_pretrained(tmp / folder, dtype=dtype)
+                    entries.append(folder)
+            tmp.mkdir(parents=True, exist_ok=True)
+            index = {"_class": "Cascade", "kind": "image", "format": FORMAT, "stages": entries}
             (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
             if path.exists():
                 shutil.rmtree(path)
@@ -133,13 +145,26 @@ class Cascade:
     @classmethod
     def from_folder(cls, path: Path, index: dict, device="cpu", dtype: torch.dtype | None = None,
                     name: str = "") -> "Cascade":
-        stages = index.get("stages")
-        if not isinstance(stages, list) or not stages or not all(
-                isinstance(s, str) and s and not Path(s).is_absolute() and ".." not in Path(s).parts
-                for s in stages):
+        """Each stage is a subfolder of the cascade, or {"shipped": NAME}: a pipeline shipped
+        with gen (the shipped cascade does not copy its stages' weights)."""
+        from gen.pipeline.weights import shipped_models
+
+        stages, shipped = index.get("stages"), shipped_models()
+
+        def where(entry):
+            if isinstance(entry, dict) and set(entry) == {"shipped"} and entry["shipped"] in shipped:
+                return entry["shipped"]
+            if isinstance(entry, dict) and set(entry) == {"shipped"}:
+                raise GenError(f"{path / INDEX} names the shipped pipeline {entry['shipped']!r}, which is not installed")
+            if isinstance(entry, str) and entry and not Path(entry).is_absolute() and ".." not in Path(entry).parts:
+                return str(path / entry)
+            raise GenError(f"{path / INDEX}: 'stages' must list the stage subfolders (or {{\"shipped\": NAME}}), "
+                           f"base first; got {entry!r}")
+
+        if not isinstance(stages, list) or not stages:
             raise GenError(f"{path / INDEX}: 'stages' must list the stage subfolders, base first; got {stages!r}")
-        base = Pipeline.from_pretrained(str(path / stages[0]), device=device, dtype=dtype)
-        rest = [SuperResolution.from_pretrained(str(path / s), device=device, dtype=dtype) for s in stages[1:]]
+        base = Pipeline.from_pretrained(where(stages[0]), device=device, dtype=dtype)
+        rest = [SuperResolution.from_pretrained(where(s), device=device, dtype=dtype) for s in stages[1:]]
         return cls(base, rest, name=name or str(path))
 
 
