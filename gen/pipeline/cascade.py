@@ -8,8 +8,9 @@ each with its own denoiser, schedule and sampling defaults, run in order.
 
 A cascade folder holds `model_index.json` ({"_class": "Cascade", "format": 1, "stages":
 [folder, ...]}, base first) and one pipeline folder per stage, written by their own
-save_pretrained; a stage may instead be {"shipped": NAME}, a pipeline shipped with gen. Image i of every stage draws its noise from seed i, so a seed fixes the
-whole cascade's output.
+save_pretrained; a stage may instead be {"shipped": NAME}, a pipeline shipped with gen.
+Image i of every stage draws its noise from seed i, so a seed fixes the whole cascade's
+output.
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ class Cascade:
             if isinstance(entry, dict) and set(entry) == {"shipped"} and entry["shipped"] in shipped:
                 return entry["shipped"]
             if isinstance(entry, dict) and set(entry) == {"shipped"}:
-                raise GenError(f"{path / INDEX} names the shipped pipeline {entry['shipped']!r}, which is not installed")
+                raise GenError(f"{path / INDEX} names the shipped pipeline {entry['shipped']!r}, "
+                               f"which is not installed")
             if isinstance(entry, str) and entry and not Path(entry).is_absolute() and ".." not in Path(entry).parts:
                 return str(path / entry)
             raise GenError(f"{path / INDEX}: 'stages' must list the stage subfolders (or {{\"shipped\": NAME}}), "
