@@ -202,9 +202,9 @@ def test_eval_vae_errors(tiny_vae, tmp_path, monkeypatch, capsys):
     assert "not the VideoVAE" in error(["eval", "vae", "--model", str(tiny_vae), "--video"])
     assert "--n must be between" in error(["eval", "vae", "--model", str(tiny_vae), "--n", "0"])
     assert "not built yet" in error(["eval", "images"])
-    import gen.pipeline
+    import gen.pipeline.weights
 
-    monkeypatch.setattr(gen.pipeline, "WEIGHTS_DIR", tmp_path)  # no shipped VAE
+    monkeypatch.setattr(gen.pipeline.weights, "WEIGHTS_DIR", tmp_path)  # no shipped VAE
     assert "toy-vae is not installed" in error(["eval", "vae"])
 
 
