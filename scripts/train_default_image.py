@@ -8,8 +8,11 @@ The recipe is shaped for a small budget (DESIGN.md): 32x32 pixels of the toy wor
 a DiT with 2x2 patches (256 tokens), a tiny text tower trained jointly (open_clip
 tokenizer, folded vocabulary), v-prediction on a cosine schedule with min-SNR
 weighting, a high learning rate with warm-up, short-horizon EMA, 10% text dropout
-for classifier-free guidance. Training stops at --steps or after --minutes, whichever
-comes first; the run folder keeps checkpoints, a JSONL log and sample grids, and
+for classifier-free guidance. `--patch 4` (64 tokens) trains 5.5x more samples/s on
+a 2-core CPU; 88 min of it (374k samples) measured 26.8% all right on 400 fresh
+prompts against the shipped model's 77.5% (1.08M samples on a GPU), so it is not the
+default. Training stops at --steps or after --minutes, whichever comes first; the run
+folder keeps checkpoints, a JSONL log and sample grids, and
 `--resume` continues it.
 """
 
