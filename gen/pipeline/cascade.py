@@ -16,14 +16,13 @@ output.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from gen.errors import GenError
-from gen.pipeline.folder import FORMAT, INDEX
+from gen.pipeline.folder import FORMAT, INDEX, write_folder
 from gen.pipeline.image import Pipeline
 from gen.pipeline.superres import SuperResolution
 
@@ -106,15 +105,9 @@ class Cascade:
         not copied (how the shipped cascade names its shipped stages)."""
         from gen.pipeline.weights import shipped_models
 
-        path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise GenError(f"{path} exists and is not empty; choose a new folder or pass overwrite=True")
-        if path.exists() and any(path.iterdir()) and not (path / INDEX).is_file():
-            raise GenError(f"{path} is not a pipeline folder (no {INDEX}); refusing to replace it")
-        tmp = path.with_name(f".{path.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
         names = set(shipped_models()) - {"default"} if shipped else set()
-        try:
+
+        def fill(tmp: Path) -> None:
             entries = []
             for folder, stage in zip(["base"] + [f"sr-{k + 1}" for k in range(len(self.stages))],
                                      [self.base, *self.stages]):
@@ -123,16 +116,10 @@ class Cascade:
                 else:
                     stage.save_pretrained(tmp / folder, dtype=dtype)
                     entries.append(folder)
-            tmp.mkdir(parents=True, exist_ok=True)
             index = {"_class": "Cascade", "kind": "image", "format": FORMAT, "stages": entries}
             (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+
+        return write_folder(path, overwrite, fill)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device="cpu", dtype: torch.dtype | None = None) -> "Cascade":

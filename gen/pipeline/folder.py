@@ -5,6 +5,7 @@ stored as its difference from a shipped base pipeline's."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -102,3 +103,26 @@ def _load_difference(folder: Path, base_module, device):
     return module.to(device)
 
 
+
+
+def write_folder(path, overwrite: bool, fill) -> Path:
+    """Write a pipeline folder: `fill(tmp)` assembles it beside `path` (`.NAME.partial`), and it
+    then replaces `path` whole, so a failure leaves `path` as it was. An existing non-empty
+    `path` is replaced only with `overwrite`, and never when it is not a pipeline folder."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise GenError(f"{path} exists and is not empty; choose a new folder or pass overwrite=True")
+    if path.exists() and any(path.iterdir()) and not (path / INDEX).is_file():
+        raise GenError(f"{path} is not a pipeline folder (no {INDEX}); refusing to replace it")
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 
 from gen.errors import GenError, reading
 from gen.pipeline.folder import (FORMAT, INDEX, _load_difference, _same_weights, _save_difference, base_digest,
-                                 check_base)
+                                 check_base, write_folder)
 from gen.pipeline.weights import shipped_models
 
 SAMPLERS = ("ddim", "ddpm", "dpm++2m", "heun")
@@ -92,13 +91,7 @@ class Pipeline:
             if base not in shipped_models():
                 raise GenError(f"base {base!r} is not a shipped pipeline ({', '.join(sorted(shipped_models()))})")
             base_pipe = Pipeline.from_pretrained(base)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise GenError(f"{path} exists and is not empty; choose a new folder or pass overwrite=True")
-        if path.exists() and any(path.iterdir()) and not (path / INDEX).is_file():
-            raise GenError(f"{path} is not a pipeline folder (no {INDEX}); refusing to replace it")
-        tmp = path.with_name(f".{path.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        def fill(tmp: Path) -> None:
             index = {"_class": type(self).__name__, "format": FORMAT, "kind": self.kind, "denoiser": "denoiser",
                      "text_encoder": "text_encoder" if self.text_encoder is not None else None,
                      "vae": "vae" if self.vae is not None else None, "schedule": self.schedule.to_dict(),
@@ -116,13 +109,8 @@ class Pipeline:
             if self.vae is not None:
                 self.vae.save_pretrained(tmp / "vae", dtype=dtype)
             (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+
+        return write_folder(path, overwrite, fill)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = "default", device="cpu", dtype: torch.dtype | None = None,
