@@ -19,7 +19,6 @@ folder keeps checkpoints, a JSONL log and sample grids, and
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 NAME = "toy-image-dit"
@@ -38,16 +37,9 @@ RECIPE = dict(
 
 def ship(pipeline: Path) -> Path:
     """Copy a trained pipeline into the package as the default, weights in float16."""
-    from gen.pipeline import WEIGHTS_DIR, Pipeline
+    from gen.pipeline import install
 
-    pipe = Pipeline.from_pretrained(str(pipeline))
-    target = WEIGHTS_DIR / NAME
-    pipe.save_pretrained(target, overwrite=True, dtype=__import__("torch").float16)
-    for extra in ("README.md", "samples.png"):
-        if (pipeline / extra).is_file():
-            shutil.copy(pipeline / extra, target / extra)
-    (WEIGHTS_DIR / "DEFAULT").write_text(NAME + "\n")
-    return target
+    return install(pipeline, NAME)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ after --minutes; `--resume` continues the run.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 NAME = "toy-sr-4x"
@@ -29,19 +28,9 @@ RECIPE = dict(
 
 def ship(stage: Path) -> Path:
     """Copy a trained stage into the package as the default, weights in float16."""
-    import torch
+    from gen.pipeline import install
 
-    from gen.pipeline import WEIGHTS_DIR
-    from gen.pipeline.superres import SuperResolution
-
-    sr = SuperResolution.from_pretrained(str(stage))
-    target = WEIGHTS_DIR / NAME
-    sr.save_pretrained(target, overwrite=True, dtype=torch.float16)
-    for extra in ("README.md", "samples.png"):
-        if (stage / extra).is_file():
-            shutil.copy(stage / extra, target / extra)
-    (WEIGHTS_DIR / "DEFAULT_SR").write_text(NAME + "\n")
-    return target
+    return install(stage, NAME)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ so the default video model costs ~9 MB on top of the image one.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 NAME = "toy-video-dit"
@@ -41,18 +40,9 @@ RECIPE = dict(
 def ship(pipeline: Path) -> Path:
     """Copy a trained pipeline into the package as the video default: float16, stored as
     its difference from the shipped image model (the temporal blocks)."""
-    import torch
+    from gen.pipeline import install
 
-    from gen.pipeline import WEIGHTS_DIR, VideoPipeline
-
-    pipe = VideoPipeline.from_pretrained(str(pipeline))
-    target = WEIGHTS_DIR / NAME
-    pipe.save_pretrained(target, overwrite=True, dtype=torch.float16, base=BASE)
-    for extra in ("README.md", "samples.gif", "samples.png"):
-        if (pipeline / extra).is_file():
-            shutil.copy(pipeline / extra, target / extra)
-    (WEIGHTS_DIR / "DEFAULT_VIDEO").write_text(NAME + "\n")
-    return target
+    return install(pipeline, NAME, base=BASE)
 
 
 def main() -> None:

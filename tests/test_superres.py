@@ -170,3 +170,15 @@ def test_the_regression_baseline_learns_and_draws_in_one_pass(tmp_path):
     assert torch.equal(stage.upscale(low, seeds=[0, 1]), direct)
     with pytest.raises(GenError, match="regression baseline"):
         stage.upscale(low, seeds=[0, 1], steps=5)
+
+
+def test_install_ships_a_trained_stage_as_the_default_of_its_kind(reference, tmp_path, monkeypatch):
+    import gen.pipeline.weights
+    from gen.pipeline import install, load
+
+    monkeypatch.setattr(gen.pipeline.weights, "WEIGHTS_DIR", tmp_path)
+    target = install(reference / "pipeline", "my-sr")
+    assert target == tmp_path / "my-sr" and (tmp_path / "DEFAULT_SR").read_text() == "my-sr\n"
+    assert isinstance(load("default", kind="sr"), SuperResolution)
+    stored = load_file(str(target / "denoiser" / "model.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}

@@ -73,6 +73,26 @@ def load(name_or_path: str = "default", kind: str | None = None, device="cpu", d
     return cls.from_folder(path, index, device=device, dtype=dtype, name=name)
 
 
+def install(source, name: str, extras: tuple[str, ...] = ("README.md", "samples.png", "samples.gif"),
+            **save) -> Path:
+    """Copy a trained pipeline folder into the package as the shipped default of its kind:
+    weights in float16 (`save` goes to save_pretrained, e.g. base=...), its card and samples
+    beside them, and the kind's DEFAULT file naming it."""
+    import shutil
+
+    from gen.pipeline import weights
+
+    source = Path(source)
+    pipe = load(str(source))
+    target = weights.WEIGHTS_DIR / name
+    pipe.save_pretrained(target, overwrite=True, **{"dtype": torch.float16, **save})
+    for extra in extras:
+        if (source / extra).is_file():
+            shutil.copy(source / extra, target / extra)
+    (weights.WEIGHTS_DIR / weights.DEFAULT_FILES[pipe.kind]).write_text(name + "\n")
+    return target
+
+
 def load_pipeline(name_or_path: str, device="cpu", dtype: torch.dtype | None = None):
     """The Pipeline or VideoPipeline a name or folder holds (whichever kind it is)."""
     return load(name_or_path, device=device, dtype=dtype)
@@ -80,5 +100,5 @@ def load_pipeline(name_or_path: str, device="cpu", dtype: torch.dtype | None = N
 
 __all__ = ["CLASSES", "DEFAULT_VAE", "DEFAULT_VIDEO_VAE", "FORMAT", "INDEX", "MAX_SCALE", "NULL_CONDITIONINGS",
            "SAMPLERS", "WEIGHTS_DIR", "Cascade", "Pipeline", "SamplingDefaults", "SuperResolution", "VideoPipeline",
-           "clips_to_uint8", "is_local_model", "load", "load_pipeline", "read_index", "resolve_vae", "shipped_models",
+           "clips_to_uint8", "install", "is_local_model", "load", "load_pipeline", "read_index", "resolve_vae", "shipped_models",
            "to_uint8", "unknown_model"]
