@@ -132,7 +132,7 @@ def test_gen_upscale_names_outputs_after_inputs_keeps_existing_files_and_records
 
 
 def test_reconstruction_scores_against_closed_forms():
-    from gen.pipeline.superres import reconstruction_scores
+    from gen.evaluate import reconstruction_scores
 
     truth = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
     same = reconstruction_scores(truth, truth)

@@ -16,20 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gen.pipeline.cascade import Cascade
     from gen.lock import output_lock
-    from gen.pipeline import Pipeline
-    from gen.pipeline.superres import SuperResolution
+    from gen.pipeline import Cascade, Pipeline, SuperResolution
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise GenError(f"--out {out} exists and is not an empty folder; choose a new one")
     if not out.parent.is_dir():
         raise GenError(f"--out: {out.parent} is not a folder; create it first")
-    base = Pipeline.from_pretrained(args.base)
-    if isinstance(base, Cascade):
-        raise GenError(f"{args.base} is already a cascade; give its base pipeline")
-    cascade = Cascade(base, [SuperResolution.from_pretrained(s) for s in args.stages])
+    cascade = Cascade(Pipeline.from_pretrained(args.base), [SuperResolution.from_pretrained(s) for s in args.stages])
     with output_lock(out, beside=True):
         cascade.save_pretrained(out)
     print(f"{out}: {' -> '.join(map(str, cascade.sizes))} pixels")

@@ -81,14 +81,11 @@ def run(args: argparse.Namespace) -> int:
 
     from gen import __version__
     from gen.cli.image import _write
-    from gen.pipeline import shipped_models, to_uint8
+    from gen.pipeline import to_uint8
     from gen.runtime import MAX_SIDE, resolve_device
     from gen.pipeline.superres import SuperResolution
     from gen.video_io import write_png
 
-    if args.model == "default" and "default" not in shipped_models("sr"):
-        raise GenError("no super-resolution stage ships with this gen yet; train one (gen train sr --out RUN) "
-                       "and pass --model RUN/pipeline")
     stage = SuperResolution.from_pretrained(args.model, device=resolve_device(args.device))
     d = stage.defaults
     if args.scale is not None and args.scale != d.scale:

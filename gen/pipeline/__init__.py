@@ -37,6 +37,7 @@ from gen.pipeline.weights import (DEFAULT_VAE, DEFAULT_VIDEO_VAE, WEIGHTS_DIR, i
 
 # model_index.json "_class" -> the class that reads the folder (its from_folder)
 CLASSES = {c.__name__: c for c in (Pipeline, VideoPipeline, SuperResolution, Cascade)}
+NOUNS = {"image": "text-to-image model", "video": "text-to-video model", "sr": "super-resolution stage"}
 KINDS = {"image": "a text-to-image model; use it with `gen image`",
          "video": "a text-to-video model; use it with `gen video`",
          "sr": "a super-resolution stage; use it with `gen upscale` or in a cascade (`gen cascade`)"}
@@ -50,6 +51,10 @@ def load(name_or_path: str = "default", kind: str | None = None, device="cpu", d
     from gen.pipeline import diffusers
 
     shipped = shipped_models(kind or "image")
+    if name_or_path == "default" and "default" not in shipped:
+        train = {"image": "gen train image", "video": "gen train video", "sr": "gen train sr"}.get(kind, "gen train")
+        raise GenError(f"no {NOUNS.get(kind or 'image', 'model')} ships with this gen yet; train one ({train} --out "
+                       f"RUN) and pass --model RUN/pipeline")
     path = shipped.get(name_or_path) or Path(name_or_path)
     name = str(name_or_path)
     if not (path / INDEX).is_file():
@@ -100,5 +105,5 @@ def load_pipeline(name_or_path: str, device="cpu", dtype: torch.dtype | None = N
 
 __all__ = ["CLASSES", "DEFAULT_VAE", "DEFAULT_VIDEO_VAE", "FORMAT", "INDEX", "MAX_SCALE", "NULL_CONDITIONINGS",
            "SAMPLERS", "WEIGHTS_DIR", "Cascade", "Pipeline", "SamplingDefaults", "SuperResolution", "VideoPipeline",
-           "clips_to_uint8", "install", "is_local_model", "load", "load_pipeline", "read_index", "resolve_vae", "shipped_models",
-           "to_uint8", "unknown_model"]
+           "clips_to_uint8", "install", "is_local_model", "load", "load_pipeline", "read_index", "resolve_vae",
+           "shipped_models", "to_uint8", "unknown_model"]

@@ -31,6 +31,8 @@ class Cascade:
     kind = "image"
 
     def __init__(self, base: Pipeline, stages: list[SuperResolution], name: str = ""):
+        if isinstance(base, Cascade):
+            raise GenError(f"{base.name or 'the base'} is already a cascade; give its base pipeline")
         if not isinstance(base, Pipeline) or isinstance(base, SuperResolution) or base.kind != "image":
             raise GenError(f"a cascade starts with a text-to-image pipeline, got {type(base).__name__}")
         channels = 3  # every stage's input and output: pixels

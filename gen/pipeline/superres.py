@@ -82,17 +82,16 @@ class SuperResolution(Pipeline):
         if len(seeds) != low.shape[0]:
             raise GenError(f"{low.shape[0]} images but {len(seeds)} seeds")
         steps, sampler, _ = self.check_sampling(steps, sampler, 1.0)
+        h, w = low.shape[-2] * d.scale, low.shape[-1] * d.scale
+        dtype = next(self.denoiser.parameters()).dtype
         if self.regression:
             zero = torch.zeros(low.shape[0], dtype=torch.long, device=self.device)
-            dtype = next(self.denoiser.parameters()).dtype
-            shape = (low.shape[0], low.shape[1], low.shape[-2] * d.scale, low.shape[-1] * d.scale)
             with torch.no_grad():
-                out = self.denoiser(torch.zeros(shape, dtype=dtype, device=self.device), zero,
+                out = self.denoiser(torch.zeros((*low.shape[:2], h, w), dtype=dtype, device=self.device), zero,
                                     {"low_res": low.to(self.device, dtype), "noise_level": zero})
             return out.float().clamp(-1, 1)
         level = d.sr_noise if sr_noise is None else sr_noise
         t_aug = noise_timestep(level, self.schedule.num_train_timesteps)
-        h, w = low.shape[-2] * d.scale, low.shape[-1] * d.scale
         x_T, aug = [], []
         for s in seeds:  # one generator per image: x_T first, then its augmentation noise
             g = torch.Generator().manual_seed(s)
@@ -101,7 +100,6 @@ class SuperResolution(Pipeline):
         x_T, aug = torch.stack(x_T).to(self.device), torch.stack(aug).to(self.device)
         t = torch.full((low.shape[0],), t_aug, dtype=torch.long, device=self.device)
         cond = sr_condition(low.to(self.device).float(), t, aug, self.schedule)
-        dtype = next(self.denoiser.parameters()).dtype
 
         def model(x, t_, c):
             return self.denoiser(x.to(dtype), t_, {k: v.to(dtype) if v.is_floating_point() else v
@@ -113,62 +111,4 @@ class SuperResolution(Pipeline):
         return x0.clamp(-1, 1)
 
 
-
-
-def edge_energy(images: torch.Tensor) -> torch.Tensor:
-    """Mean absolute horizontal and vertical difference of neighbouring pixels, per image."""
-    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
-    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).mean(1)
-    return (dx + dy) / 2
-
-
-def reconstruction_scores(images: torch.Tensor, truth: torch.Tensor) -> dict:
-    """PSNR (dB, mean over images) and SSIM (mean) on [0, 1] pixels, and edge energy
-    relative to the truth's (ratio of the means), for images in [-1, 1]."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-
-    a, b = (images.double() + 1) / 2, (truth.double() + 1) / 2
-    psnr = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
-    return {"psnr": psnr.mean().item(), "ssim": ssim.mean().item(),
-            "edge_energy": (edge_energy(a).mean() / edge_energy(b).mean()).item()}
-
-
-def evaluate_sr(stage: SuperResolution, n: int = 500, size: int = 128, seed: int = 999, batch: int = 16,
-                steps: int | None = None, sr_noise: float | None = None, progress=None) -> dict:
-    """The stage on n fresh toy renders at size x size (toy-world `seed`, never a training
-    seed), box-downsampled by its scale: PSNR, SSIM and edge energy of its output and of
-    bicubic upsampling against the true render (SR3's comparison)."""
-    import time
-
-    import numpy as np
-    import torch.nn.functional as F
-
-    from gen.evaluate import IMAGE_KINDS
-    from gen.toyworld import toy_image
-
-    scale = stage.defaults.scale
-    if size % scale:
-        raise GenError(f"--size {size} is not a multiple of the stage's scale {scale}")
-    renders = np.stack([toy_image(i, size, seed=seed, kind=IMAGE_KINDS[i % len(IMAGE_KINDS)]).pixels
-                        for i in range(n)])
-    truth = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 127.5 - 1
-    low = box_downsample(truth, scale)
-    bicubic = F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
-    start, outs = time.perf_counter(), []
-    for i in range(0, n, batch):
-        outs.append(stage.upscale(low[i:i + batch], list(range(i, min(i + batch, n))), steps=steps,
-                                  sr_noise=sr_noise).cpu())
-        if progress is not None:
-            progress(min(i + batch, n))
-    seconds = time.perf_counter() - start
-    sr = torch.cat(outs)
-    d = stage.defaults
-    return {"n": n, "size": size, "seed": seed, "scale": scale, "steps": steps or d.steps,
-            "sr_noise": d.sr_noise if sr_noise is None else sr_noise,
-            "sr": reconstruction_scores(sr, truth), "bicubic": reconstruction_scores(bicubic, truth),
-            "seconds_per_image": seconds / n}
-
-
-__all__ = ["SuperResolution", "augment", "box_downsample", "edge_energy", "evaluate_sr", "noise_timestep",
-           "reconstruction_scores", "sr_condition"]
+__all__ = ["SuperResolution", "augment", "box_downsample", "noise_timestep", "sr_condition"]
