@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from gen.pipeline import Pipeline, to_uint8
+    from gen.pipeline import Cascade, Pipeline, to_uint8
     from gen.runtime import resolve_device
     from gen.video_io import write_png
 
@@ -158,8 +158,6 @@ def run(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype),
                                     local_files_only=not args.download)
     timings["load"] = time.perf_counter() - t0
-    from gen.pipeline.cascade import Cascade
-
     cascade = {k: getattr(args, k) for k in ("sr_noise", "sr_steps") if getattr(args, k) is not None}
     if cascade and not isinstance(pipe, Cascade):
         raise GenError(f"--{next(iter(cascade)).replace('_', '-')} is for a cascade (a base and super-resolution "

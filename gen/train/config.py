@@ -216,8 +216,8 @@ RESUMABLE = ("steps", "max_minutes", "log_every", "sample_every", "ckpt_every", 
 
 
 # Fields whose command-line flag is not --field-name.
-FLAG_NAMES = {"loss_weighting": "--weighting", "sr_regression": "--regression", "data_n": "--n", "vae_video": "--video", "bf16": "--no-bf16",
-              "kind": "the training kind", "schedule": "--prediction (schedule)"}
+FLAG_NAMES = {"loss_weighting": "--weighting", "data_n": "--n", "vae_video": "--video", "bf16": "--no-bf16",
+              "sr_regression": "--regression", "kind": "the training kind", "schedule": "--prediction (schedule)"}
 
 
 def flag_name(field_name: str) -> str:

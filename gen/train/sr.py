@@ -84,9 +84,9 @@ class SRTask:
 
     def pair(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(high-res x_0, low-res input) for a batch of training images."""
-        high = random_crops(images, self.cfg.crop, gen) if self.cfg.crop else images
         from gen.pipeline.superres import box_downsample
 
+        high = random_crops(images, self.cfg.crop, gen) if self.cfg.crop else images
         return high, box_downsample(high, self.cfg.scale)
 
     def loss(self, trained, batch, gen: torch.Generator, autocast):
