@@ -357,7 +357,6 @@ def _download(s: WeightSpec, places) -> Path:
 
 def is_torchscript(path: str | os.PathLike) -> bool:
     """Whether `path` is a TorchScript archive: a zip holding `constants.pkl` (what torch.load checks)."""
-    import warnings
 
     if not zipfile.is_zipfile(path):
         return False

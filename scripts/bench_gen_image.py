@@ -6,8 +6,10 @@ Each run is a fresh process (cold start: interpreter, imports, weights). It prin
 median wall time of the real command over the runs, then the median split by stage from
 the same number of instrumented fresh processes that do what `gen image` does:
 import, load, text, denoise, decode, save, and the ratio of the cold start to a bare
-`python -c "import torch"` timed in the same runs, interleaved (issue 15 asks for <= 1.6),
-and the warm time per image in the Python API (issue 15 asks for <= 0.25 s at 32x32).
+`python -c "import torch"` timed in the same runs, interleaved, and the warm time per image
+in the Python API. Issue 15 asks for a ratio <= 1.6 and <= 0.25 s warm at 32x32 (`-- --size 32`
+stops the shipped cascade after its base); issue 16 for <= 2.0 and <= 1 s warm at the
+cascade's default 128x128.
 """
 
 from __future__ import annotations
@@ -31,16 +33,20 @@ t1 = time.perf_counter()
 pipe = $pipeline.from_pretrained("default")
 t2 = time.perf_counter()
 prompt = sys.argv[1]
-cond = pipe.encode_prompt([prompt])
+base = getattr(pipe, "base", pipe)  # a cascade: its base, then its super-resolution stages
+cond = base.encode_prompt([prompt])
 t3 = time.perf_counter()
-x = pipe.generate([prompt], [0])
+x = base.generate([prompt], [0])
 t4 = time.perf_counter()
-out = $decode
+for stage in getattr(pipe, "stages", []):
+    x = stage.upscale(x, [0])
 t5 = time.perf_counter()
-$save
+out = $decode
 t6 = time.perf_counter()
+$save
+t7 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "load": t2 - t1, "text": t3 - t2, "denoise (incl. text)": t4 - t3,
-                  "decode": t5 - t4, "save": t6 - t5}))
+                  "super-resolution": t5 - t4, "decode": t6 - t5, "save": t7 - t6}))
 """)
 
 
@@ -50,15 +56,15 @@ WARM = r"""
 import json, statistics, sys, time
 from gen.pipeline import Pipeline
 pipe = Pipeline.from_pretrained("default")
-prompt, n = sys.argv[1], int(sys.argv[2])
-pipe.generate([prompt], [0])
+prompt, n, size = sys.argv[1], int(sys.argv[2]), (int(sys.argv[3]) if sys.argv[3] else None)
+pipe.generate([prompt], [0], size=size)
 one = []
 for k in range(n):
     t = time.perf_counter()
-    pipe.generate([prompt], [k])
+    pipe.generate([prompt], [k], size=size)
     one.append(time.perf_counter() - t)
 t = time.perf_counter()
-pipe.generate([prompt] * 16, list(range(16)))
+pipe.generate([prompt] * 16, list(range(16)), size=size)
 print(json.dumps({"one": statistics.median(one), "batch16": (time.perf_counter() - t) / 16}))
 """
 
@@ -102,7 +108,8 @@ def bench(command: str, suffix: str, stages: str, default_prompt: str, descripti
                                             for key in splits[0]))
     shutil.rmtree(work)
     if warm and args.warm:
-        out = subprocess.run([sys.executable, "-c", warm, args.prompt, str(args.warm)], check=True,
+        size = extra[extra.index("--size") + 1] if "--size" in extra[:-1] else ""
+        out = subprocess.run([sys.executable, "-c", warm, args.prompt, str(args.warm), size], check=True,
                              capture_output=True, text=True).stdout
         w = json.loads(out.strip().splitlines()[-1])
         print(f"warm (Python API, pipeline loaded): {w['one']:.3f} s per image one at a time (median of "

@@ -3,6 +3,7 @@
     python scripts/train_default_sr.py --out runs/default-sr [--minutes 60] [--device cuda]
     gen eval sr --model runs/default-sr/pipeline --n 500          # PSNR / SSIM / edges vs bicubic
     python scripts/train_default_sr.py --ship runs/default-sr/pipeline   # copy into gen/weights
+    python scripts/train_default_sr.py --regression --out runs/sr-regression  # SR3's baseline, same budget
 
 The recipe (DESIGN.md's cascade): toy-world renders at 128x128, random 64x64 crops
 box-downsampled 4x to 16x16 inputs, the fully convolutional sr-unet-s (3.8M parameters,
@@ -17,6 +18,7 @@ import argparse
 from pathlib import Path
 
 NAME = "toy-sr-4x"
+BASE, CASCADE = "toy-image-dit", "toy-cascade"  # the shipped default: the image base, then this stage
 
 RECIPE = dict(
     kind="sr", data="toy", data_n=2_000_000, size=128, crop=64, scale=4, channels=3, model="sr-unet-s",
@@ -27,10 +29,16 @@ RECIPE = dict(
 
 
 def ship(stage: Path) -> Path:
-    """Copy a trained stage into the package as the default, weights in float16."""
-    from gen.pipeline import install
+    """Copy a trained stage into the package as the default SR stage (weights in float16,
+    its card beside them), and make the shipped default a cascade of the image base and it:
+    a folder that names both shipped stages (gen/weights/toy-cascade) and copies neither."""
+    from gen.pipeline import Cascade, Pipeline, SuperResolution, install, weights
 
-    return install(stage, NAME)
+    install(stage, NAME)
+    cascade = Cascade(Pipeline.from_pretrained(BASE), [SuperResolution.from_pretrained(NAME)], name=CASCADE)
+    target = cascade.save_pretrained(weights.WEIGHTS_DIR / CASCADE, overwrite=True, shipped=True)
+    (weights.WEIGHTS_DIR / weights.DEFAULT_FILES["image"]).write_text(CASCADE + "\n")
+    return target
 
 
 def main() -> None:
@@ -45,6 +53,8 @@ def main() -> None:
     parser.add_argument("--ckpt-every", type=int, default=500)
     parser.add_argument("--sample-every", type=int, default=1000)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--regression", action="store_true",
+                        help="train SR3's baseline instead: the same U-Net, one pass, MSE (for the comparison)")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained stage into gen/weights")
     args = parser.parse_args()
     if args.ship:
@@ -54,7 +64,8 @@ def main() -> None:
 
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
                       max_minutes=args.minutes, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
-                      threads=args.threads, log_every=50, **RECIPE)
+                      threads=args.threads, log_every=50,
+                      **{**RECIPE, **({"sr_regression": True, "sr_noise": 0.0} if args.regression else {})})
     print(train(cfg, resume=args.resume, device=args.device))
 
 

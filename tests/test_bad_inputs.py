@@ -182,6 +182,7 @@ CASES = {
         ("image x --model {video}", "use it with `gen video`"),
         ("image x --model {user}", "not a model folder"),
         ("image x --dtype int8", "--dtype"),
+        ("image x --precision fp16", "--precision"),
         ("image x --device tpu", "--device must be one of"),
         ("image x --bogus-flag", "unrecognized arguments"),
         ("image x --model {image} --n 65", "--n must be between 1 and 64, got 65"),
@@ -190,6 +191,7 @@ CASES = {
     ],
     "video": [
         ("video x --frames 100000", "--frames must be at most 1024"),
+        ("video x --precision half", "--precision"),
         ("video x --size 100000", "--size must be at most 4096"),
         ("video x --model {video} --size 64", "--size must be between 1 and 32"),
         ("video x --model {video} --frames 64", "--frames must be at most 16"),

@@ -137,3 +137,37 @@ def test_a_cascade_can_name_shipped_stages_instead_of_copying_them(parts, tmp_pa
     (folder / "model_index.json").write_text(json.dumps({**index, "stages": [{"shipped": "nope"}, "sr-1"]}))
     with pytest.raises(GenError, match="names the shipped pipeline 'nope', which is not installed"):
         Pipeline.from_pretrained(str(folder))
+
+
+def test_precision_is_one_setting_for_every_stage_and_bf16_stays_close_to_fp32(parts):
+    from gen.runtime import compute_precision
+
+    cascade = Cascade(parts["base"], [parts["x2"]])
+    cascade.precision = "fp32"
+    assert {s.precision for s in (cascade.base, *cascade.stages)} == {"fp32"} and cascade.compute_precision == "fp32"
+    exact = cascade.generate(["a cat"], [3])
+    torch.manual_seed(0)
+    assert torch.equal(exact, cascade.generate(["a cat"], [3]))  # fp32 is deterministic
+    cascade.precision = "bf16"
+    assert {s.compute_precision for s in (cascade.base, *cascade.stages)} == {"bf16"}
+    rounded = cascade.generate(["a cat"], [3])
+    # bf16 keeps 8 mantissa bits: a few 1e-3 per layer, through 2 + 2 denoiser calls
+    assert 0 < (rounded - exact).abs().max() < 0.1
+    cascade.precision = "auto"
+    assert cascade.compute_precision == compute_precision("auto", torch.device("cpu"))
+    parts["base"].precision = parts["x2"].precision = "auto"
+
+
+def test_compute_precision_resolves_auto_and_refuses_other_values():
+    from gen.runtime import autocast, compute_precision
+
+    cpu = torch.device("cpu")
+    assert compute_precision("fp32", cpu) == "fp32" and compute_precision("bf16", cpu) == "bf16"
+    bf16_cpu = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert compute_precision("auto", cpu) == ("bf16" if bf16_cpu else "fp32")
+    with autocast("bf16", cpu):
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.bfloat16
+    with autocast("fp32", cpu):
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.float32
+    with pytest.raises(GenError, match="--precision must be one of auto, bf16, fp32, got 'fp16'"):
+        compute_precision("fp16", cpu)

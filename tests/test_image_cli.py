@@ -13,6 +13,7 @@ from PIL import Image
 import models
 from gen.cli import main
 from gen.pipeline import Pipeline, SamplingDefaults, shipped_models
+from gen.runtime import compute_precision
 from samplers import NoiseSchedule
 
 
@@ -46,8 +47,9 @@ def test_writes_a_named_png_and_never_overwrites(tmp_path, capsys, tiny_pipe, mo
     image = Image.open(tmp_path / "a-cat-in-a-hat-1.png")
     assert image.size == (8, 8)
     meta = json.loads(image.text["gen"])
+    precision = compute_precision("auto", torch.device("cpu"))  # what "auto" is on this machine
     assert meta == {"prompt": "a cat in a hat", "seed": 3, "steps": 4, "sampler": "ddim", "cfg": 3.0,
-                    "negative": "", "model": str(tiny_pipe), "dtype": "float32", "size": 8}
+                    "negative": "", "model": str(tiny_pipe), "dtype": "float32", "precision": precision, "size": 8}
 
 
 def test_same_arguments_give_identical_files_and_from_regenerates(tmp_path, capsys, tiny_pipe):
@@ -60,6 +62,24 @@ def test_same_arguments_give_identical_files_and_from_regenerates(tmp_path, caps
     assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(c)))
     _, (d,), _ = _gen(tmp_path, capsys, "--from", a, "--seed", "12", "--out", str(tmp_path / "d.png"))
     assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(d)))
+
+
+def test_from_uses_the_stored_precision_and_float32_for_pngs_that_predate_it(tmp_path, capsys, tiny_pipe):
+    from gen.video_io import write_png
+
+    args = ["a red ball", "--model", str(tiny_pipe), "--seed", "5", "--steps", "3"]
+    _, (fp32,), _ = _gen(tmp_path, capsys, *args, "--precision", "fp32", "--out", str(tmp_path / "fp32.png"))
+    _, (bf16,), _ = _gen(tmp_path, capsys, *args, "--precision", "bf16", "--out", str(tmp_path / "bf16.png"))
+    pixels = {p: np.asarray(Image.open(p)) for p in (fp32, bf16)}
+    assert not np.array_equal(pixels[fp32], pixels[bf16])  # the two precisions draw (slightly) different images
+    _, (again,), _ = _gen(tmp_path, capsys, "--from", bf16, "--out", str(tmp_path / "again.png"))
+    assert json.loads(Image.open(again).text["gen"])["precision"] == "bf16"
+    assert np.array_equal(np.asarray(Image.open(again)), pixels[bf16])
+    meta = json.loads(Image.open(fp32).text["gen"])
+    del meta["precision"]  # as gen wrote PNGs before it sampled in bf16
+    old = write_png(tmp_path / "old.png", pixels[fp32], {"gen": json.dumps(meta)})
+    _, (redo,), _ = _gen(tmp_path, capsys, "--from", str(old), "--out", str(tmp_path / "redo.png"))
+    assert np.array_equal(np.asarray(Image.open(redo)), pixels[fp32])
 
 
 def test_several_images_and_a_grid(tmp_path, capsys, tiny_pipe):

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from metrics import weights
 from metrics.backbones import FIDInceptionV3, fid_inception
 from metrics.weights import REGISTRY, WeightsHashError, WeightsNotFoundError, load_state_dict, resolve
 

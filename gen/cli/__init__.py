@@ -16,7 +16,7 @@ import sys
 from gen import __version__
 from gen.cli import args as types
 from gen.cli import cascade, data, eval, image, models, score, train, upscale, video
-from gen.errors import GenError, user_error
+from gen.errors import user_error
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
 COMMANDS = (

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gen.cli import args as types
 from gen.errors import GenError
+from gen.runtime import PRECISIONS
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default",
                         help="shipped name, gen pipeline folder, or diffusers Stable-Diffusion folder or hub id")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and compute precision")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="sampling compute: bf16 autocast or fp32 (auto: bf16 where the hardware has it)")
     parser.add_argument("--size", type=types.pixels, default=None,
                         help="image side (default: the model's; a cascade stops after the stage that draws it)")
     parser.add_argument("--sr-noise", type=types.number(0, 1), default=None,
@@ -86,7 +89,7 @@ def _targets(args, prompt: str) -> tuple[Path, str, str]:
 
 # What a PNG's "gen" chunk may set, with the type each value must have.
 FROM_KEYS = {"prompt": str, "seed": int, "steps": int, "sampler": str, "cfg": (int, float), "negative": str,
-             "model": str, "dtype": str, "size": int, "sr_noise": (int, float), "sr_steps": int}
+             "model": str, "dtype": str, "precision": str, "size": int, "sr_noise": (int, float), "sr_steps": int}
 
 
 def _from_png(args) -> None:
@@ -119,11 +122,17 @@ def _from_png(args) -> None:
         if "prompt" not in params:
             raise GenError(f"--from {args.from_png}: no prompt stored; give one")
         args.prompt = params["prompt"]
-    for key in ("steps", "sampler", "cfg", "negative", "model", "dtype", "size", "sr_noise", "sr_steps"):
+    for key in ("steps", "sampler", "cfg", "negative", "model", "dtype", "precision", "size", "sr_noise",
+                "sr_steps"):
         if f"--{key.replace('_', '-')}" not in given and params.get(key) is not None:
             setattr(args, key, params[key])
     if args.dtype not in DTYPES:
         raise GenError(f"--from {args.from_png}: stored dtype {args.dtype!r} is not one of {', '.join(DTYPES)}")
+    if "--precision" not in given and "precision" not in params:
+        args.precision = "fp32"  # written before gen sampled in bf16: it was drawn in float32
+    if args.precision not in PRECISIONS:
+        raise GenError(f"--from {args.from_png}: stored precision {args.precision!r} is not one of "
+                       f"{', '.join(PRECISIONS)}")
     if "--seed" not in given and "seed" in params:
         args.seed = params["seed"]
     if "--model" not in given:
@@ -158,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype),
                                     local_files_only=not args.download)
     timings["load"] = time.perf_counter() - t0
+    pipe.precision = args.precision
     cascade = {k: getattr(args, k) for k in ("sr_noise", "sr_steps") if getattr(args, k) is not None}
     if cascade and not isinstance(pipe, Cascade):
         raise GenError(f"--{next(iter(cascade)).replace('_', '-')} is for a cascade (a base and super-resolution "
@@ -173,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     d = pipe.defaults
     params = {"prompt": prompt, "seed": args.seed, "steps": args.steps or d.steps, "sampler": args.sampler or d.sampler,
               "cfg": d.cfg if args.cfg is None else args.cfg, "negative": args.negative or "", "model": args.model,
-              "dtype": args.dtype, "size": images.shape[1]}
+              "dtype": args.dtype, "precision": pipe.compute_precision, "size": images.shape[1]}
     if isinstance(pipe, Cascade):  # every stage's parameters; sr_noise / sr_steps as given, for --from
         params.update(cascade, stages=pipe.stage_parameters(**cascade)[:pipe.stages_for(images.shape[1])])
     from gen import __version__

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gen.cli import args as types
 from gen.errors import GenError
+from gen.runtime import PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpm++2m or heun (default: the stage's)")
     parser.add_argument("--sr-noise", type=types.number(0, 1), default=None,
                         help="augmentation level of the input, 0-1 (default: the stage's)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="sampling compute: bf16 autocast or fp32 (auto: bf16 where the hardware has it)")
     parser.add_argument("--out", help="an existing folder, or a .png file for one input (default: here); names "
                                       "follow the inputs (photo.png -> photo-x4.png), existing files are kept")
 
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from gen.video_io import write_png
 
     stage = SuperResolution.from_pretrained(args.model, device=resolve_device(args.device))
+    stage.precision = args.precision
     d = stage.defaults
     if args.scale is not None and args.scale != d.scale:
         raise GenError(f"--scale {args.scale}: the stage {args.model} upscales by {d.scale}; train a {args.scale}x "
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         seed = args.seed + k
         high = to_uint8(stage.upscale(low, [seed], steps=steps, sampler=sampler, sr_noise=level))[0]
         meta = {"upscale": Path(name).name, "seed": seed, "steps": steps, "sampler": sampler, "sr_noise": level,
-                "scale": d.scale, "model": args.model}
+                "scale": d.scale, "model": args.model, "precision": stage.compute_precision}
         written.append(_write(target, high, {"gen": json.dumps(meta), "software": f"gen {__version__}"}, write_png))
     for path in written:
         print(path)

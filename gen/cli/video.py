@@ -13,6 +13,7 @@ from pathlib import Path
 from gen.cli.image import DTYPES, slug
 from gen.cli import args as types
 from gen.errors import GenError
+from gen.runtime import PRECISIONS
 
 FORMATS = {"gif": ".gif", "mp4": ".mp4", "png-frames": ""}  # --format -> file suffix ("" = a folder)
 
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative", default=None, help="negative prompt (guides away from it)")
     parser.add_argument("--model", default="default", help="shipped name or a gen video pipeline folder")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and compute precision")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="sampling compute: bf16 autocast or fp32 (auto: bf16 where the hardware has it)")
     parser.add_argument("--init-image", metavar="FILE", help="animate this still: it becomes frame 0")
 
 
@@ -98,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     pipe = VideoPipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype))
     timings["load"] = time.perf_counter() - t0
+    pipe.precision = args.precision
     d = pipe.defaults
     size, frames = args.size or d.size, args.frames or d.frames
     multiple = getattr(pipe.denoiser, "size_multiple", getattr(pipe.denoiser.config, "patch_size", 1))
@@ -117,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     fps = args.fps or d.fps or 8.0
     params = {"prompt": args.prompt, "seed": args.seed, "steps": args.steps or d.steps,
               "sampler": args.sampler or d.sampler, "cfg": d.cfg if args.cfg is None else args.cfg,
-              "negative": args.negative or "", "model": args.model, "dtype": args.dtype, "size": size,
+              "negative": args.negative or "", "model": args.model, "dtype": args.dtype,
+              "precision": pipe.compute_precision, "size": size,
               "frames": frames, "fps": fps, "init_image": args.init_image or "", "software": f"gen {__version__}"}
     written = write_video(path, clips_to_uint8(clip)[0], fps, comment=json.dumps(params))
     print(written)

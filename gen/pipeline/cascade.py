@@ -61,6 +61,24 @@ class Cascade:
     def device(self) -> torch.device:
         return self.base.device
 
+    @property
+    def precision(self) -> str:
+        return self.base.precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        """Every stage samples at `value` ("auto", "bf16" or "fp32")."""
+        for stage in (self.base, *self.stages):
+            stage.precision = value
+
+    @property
+    def compute_precision(self) -> str:
+        return self.base.compute_precision
+
+    def encode_prompt(self, prompts: list[str]) -> dict:
+        """The base's text conditioning (the super-resolution stages take no text)."""
+        return self.base.encode_prompt(prompts)
+
     def stages_for(self, size: int | None) -> int:
         """How many super-resolution stages run for an output of `size` pixels a side."""
         if size is None:

@@ -52,6 +52,7 @@ class Pipeline:
     """
 
     kind = "image"
+    precision = "auto"  # sampling compute: "auto", "bf16" (autocast) or "fp32"; see gen.runtime.compute_precision
 
     def __init__(self, denoiser, text_encoder, schedule, defaults: SamplingDefaults | None = None,
                  vae=None, name: str = "", null_conditioning: str = "learned"):
@@ -170,6 +171,19 @@ class Pipeline:
     def device(self) -> torch.device:
         return next(self.denoiser.parameters()).device
 
+    @property
+    def compute_precision(self) -> str:
+        """What `precision` resolves to on this pipeline's device: "bf16" or "fp32"."""
+        from gen.runtime import compute_precision
+
+        return compute_precision(self.precision, self.device)
+
+    def autocast(self):
+        """The context the denoiser runs in while sampling (bf16 autocast, or none)."""
+        from gen.runtime import autocast
+
+        return autocast(self.precision, self.device)
+
     # --- generation ------------------------------------------------------------------
 
     def encode_prompt(self, prompts: list[str]) -> dict:
@@ -241,7 +255,7 @@ class Pipeline:
         def model(x, t, c):
             return self.denoiser(x.to(dtype), t, c).float()
 
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             x0 = sample(model, x_T, self.schedule, method=sampler, steps=steps,
                         spacing=None if sampler.startswith("diffusers:") else d.spacing,
                         clip_x0=d.clip_x0, cond=cond, guidance=guidance, callback=callback)

@@ -56,6 +56,11 @@ class SuperResolution(Pipeline):
 
     kind = "sr"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.device.type == "cpu":  # a conv net: channels_last runs its bf16 convolutions several times faster
+            self.denoiser.to(memory_format=torch.channels_last)
+
     @property
     def regression(self) -> bool:
         """A regression stage (SR3's baseline) draws its image in one forward pass."""
@@ -86,7 +91,7 @@ class SuperResolution(Pipeline):
         dtype = next(self.denoiser.parameters()).dtype
         if self.regression:
             zero = torch.zeros(low.shape[0], dtype=torch.long, device=self.device)
-            with torch.no_grad():
+            with torch.no_grad(), self.autocast():
                 out = self.denoiser(torch.zeros((*low.shape[:2], h, w), dtype=dtype, device=self.device), zero,
                                     {"low_res": low.to(self.device, dtype), "noise_level": zero})
             return out.float().clamp(-1, 1)
@@ -105,7 +110,7 @@ class SuperResolution(Pipeline):
             return self.denoiser(x.to(dtype), t_, {k: v.to(dtype) if v.is_floating_point() else v
                                                   for k, v in c.items()}).float()
 
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             x0 = sample(model, x_T, self.schedule, method=sampler, steps=steps, spacing=d.spacing,
                         clip_x0=d.clip_x0, cond=cond, callback=callback)
         return x0.clamp(-1, 1)
