@@ -125,10 +125,12 @@ class DiffusionTask:
         model's every weight (to continue training it, with any layers the model
         overrides add, such as a temporal_conv, at identity)."""
         import models
-        from gen.pipeline import load_pipeline
+        from gen.pipeline import Cascade, load_pipeline
 
         cfg = self.cfg
         start = load_pipeline(cfg.init)
+        if isinstance(start, Cascade):  # the shipped default: its text-to-image base is the image model
+            start = start.base
         if (start.vae is None) != (self.vae is None):
             raise GenError(f"--init {cfg.init} works in {'pixel' if start.vae is None else 'latent'} space "
                            f"but this run in {'pixel' if self.vae is None else 'latent'} space; match --vae")
