@@ -169,9 +169,17 @@ def test_a_motion_module_is_stored_as_its_difference_from_the_shipped_image_mode
         VideoPipeline.from_pretrained(str(path))
 
 
-def test_train_video_from_an_image_model_keeps_the_frozen_spatial_layers(tmp_path, pipes):
+@pytest.mark.parametrize("start", ["image", "cascade"])
+def test_train_video_from_an_image_model_keeps_the_frozen_spatial_layers(tmp_path, pipes, start):
+    init = pipes["image"]
+    if start == "cascade":  # a cascade (the shipped default is one) starts from its text-to-image base
+        from gen.pipeline import Cascade, SuperResolution
+
+        sr = SuperResolution(models.create("sr-unet-tiny", sample_size=8), None, NoiseSchedule.create("cosine"),
+                             SamplingDefaults(size=8, steps=2, cfg=1.0, scale=2, sr_noise=0.2))
+        init = Cascade(Pipeline.from_pretrained(str(pipes["image"])), [sr]).save_pretrained(tmp_path / "cascade")
     run = tmp_path / "run"
-    code = main(["train", "video", "--data", "toy-video", "--init", str(pipes["image"]), "--freeze-spatial",
+    code = main(["train", "video", "--data", "toy-video", "--init", str(init), "--freeze-spatial",
                  "--frames", "2", "--size", "8", "--fps", "1", "--steps", "2", "--batch", "2", "--n", "8",
                  "--sample-every", "2", "--out", str(run)])
     assert code == 0
