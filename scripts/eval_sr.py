@@ -120,8 +120,9 @@ Weights stored in float16.
 - data: `toy` renders at {config['size']}x{config['size']} (gen.toyworld, seed {config['seed']}; every
   image new), a random {config['crop']}x{config['crop']} crop of each, box-downsampled {config['scale']}x to
   its low-resolution input
-- noise-conditioning augmentation: the input noised by the forward process at a uniform random
-  level the model is told; sampled at sr-noise {m['sr_noise']} by default
+- noise-conditioning augmentation: the input noised by the forward process at a level drawn
+  uniformly from [0, {config.get('sr_aug_max', 1.0):g}] of the schedule, which the model is told; sampled at
+  sr-noise {m['sr_noise']} by default
 - {config['schedule']['prediction']}-prediction, {config['schedule']['beta_schedule']} schedule,
   {config['loss_weighting']} weighting; AdamW lr {config['lr']} (warm-up {config['warmup']} steps),
   grad clip {config['grad_clip']}, EMA {config['ema_decay']} (the shipped weights), bf16 autocast, channels_last

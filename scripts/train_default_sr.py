@@ -7,9 +7,12 @@
 
 The recipe (DESIGN.md's cascade): toy-world renders at 128x128, random 64x64 crops
 box-downsampled 4x to 16x16 inputs, the fully convolutional sr-unet-s (3.8M parameters,
-no attention), v-prediction on a cosine schedule with min-SNR weighting, noise-conditioning
-augmentation of the input at a uniform random level, EMA. Training stops at --steps or
-after --minutes; `--resume` continues the run.
+no attention), x0-prediction on a cosine schedule with the x0 loss weighted alike at every
+timestep, noise-conditioning augmentation of the input at a uniform random level in
+[0, 0.5], EMA. (The first recipe, v-prediction with min-SNR weighting, which weights the
+x0 loss by min(SNR, 5) and so nearly ignores the high-noise steps that lay out the image,
+measured 19.3 dB against bicubic's 24.4 after 60 min: objects filled with coloured noise.)
+Training stops at --steps or after --minutes; `--resume` continues the run.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ BASE, CASCADE = "toy-image-dit", "toy-cascade"  # the shipped default: the image
 
 RECIPE = dict(
     kind="sr", data="toy", data_n=2_000_000, size=128, crop=64, scale=4, channels=3, model="sr-unet-s",
-    schedule={"beta_schedule": "cosine", "prediction": "v"}, loss_weighting="min_snr", min_snr_gamma=5.0,
+    schedule={"beta_schedule": "cosine", "prediction": "x0"}, loss_weighting="uniform", sr_aug_max=0.5,
     lr=1e-3, warmup=200, lr_schedule="constant", weight_decay=0.0, grad_clip=1.0, ema_decay=0.999, bf16=True,
-    sample_steps=25, sr_noise=0.2,
+    sample_steps=10, sr_noise=0.2,
 )
 
 

@@ -261,6 +261,8 @@ CASES = {
         ("train sr --crop 32 --size 16 --model sr-unet-tiny --steps 1 --batch 2 --n 2 --out {new}",
          "--crop 32 is larger"),
         ("train sr --sr-noise 2 --size 8 --steps 1 --batch 2 --n 2 --out {new}", "--sr-noise must be between 0"),
+        ("train sr --sr-aug-max -0.5 --size 8 --steps 1 --batch 2 --n 2 --out {new}", "--sr-aug-max must be between 0"),
+        ("train sr --split test --size 8 --steps 1 --batch 2 --n 2 --data {ds} --out {new}", "--split test"),
         ("train sr --model dit-tiny --size 8 --steps 1 --batch 2 --n 2 --out {new}",
          "not a super-resolution U-Net"),
         ("train vae --latent-channels 0 --out {new}", "--latent-channels must be between 1 and 64"),

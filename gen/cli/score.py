@@ -209,10 +209,10 @@ def _prompts(args, ds) -> tuple[list[int], list[str]]:
             raise GenError(f"--prompts {args.prompts} has {len(lines)} prompts but {ds.root} holds {len(ds)} images; "
                            "give one prompt per line, in the sorted order of the image file names")
         return sorted(range(len(ds)), key=names.__getitem__), lines
-    texts = [str(r.get("text") or "").strip() for r in ds.records]
+    texts = [ds.caption(i).strip() for i in range(len(ds))]
     if not all(texts):
         first = names[texts.index("")]
-        raise GenError(f"{ds.root}: {first} has no caption (no metadata.jsonl `text`); add captions or pass "
+        raise GenError(f"{ds.root}: {first} has no caption (no metadata `{ds.caption_key}`); add captions or pass "
                        "--prompts FILE (one per line, for the images sorted by file name)")
     return list(range(len(ds))), texts
 

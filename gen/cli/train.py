@@ -9,7 +9,9 @@ from gen.cli import args as types
 # flag -> (TrainConfig field, type, help). Flags left out keep the config file's value,
 # then TrainConfig's default.
 FLAGS = {
-    "--data": ("data", str, "dataset name or folder (default toy; see `gen data`)"),
+    "--data": ("data", str, "dataset name, folder, datasets save_to_disk folder or cached hub id (default toy)"),
+    "--split": ("data_split", str, "the split of a dataset with splits (train/, test/ folders; default train)"),
+    "--caption-column": ("caption_column", str, "the metadata column holding the captions (default text)"),
     "--model": ("model", str, "model preset (see `gen models`; default dit-tiny, sr: sr-unet-s)"),
     "--out": ("out", str, "run folder to create (checkpoints, samples, log, pipeline)"),
     "--steps": ("steps", int, "optimiser steps in total (default 1000)"),
@@ -35,6 +37,7 @@ FLAGS = {
     "--scale": ("scale", int, "sr: output side / input side (default 4)"),
     "--crop": ("crop", int, "sr: train on random crops of this many pixels a side (default: whole images)"),
     "--sr-noise": ("sr_noise", float, "sr: the stage's default augmentation level of its input, 0-1 (default 0.2)"),
+    "--sr-aug-max": ("sr_aug_max", float, "sr: training augmentation levels are drawn from [0, this] (default 1)"),
     "--log-every": ("log_every", int, "steps between log lines"),
     "--sample-every": ("sample_every", int, "steps between sample grids (0: never)"),
     "--ckpt-every": ("ckpt_every", int, "steps between checkpoints"),

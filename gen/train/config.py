@@ -28,6 +28,8 @@ class TrainConfig:
     data: str = "toy"
     data_n: int | None = None  # toy datasets: how many distinct samples (None: the default)
     data_kind: str | None = None  # toy images: only this kind of scene (single, wearing, relation, count)
+    data_split: str | None = None  # folders / datasets with splits: which one (default train)
+    caption_column: str | None = None  # metadata / datasets column of the captions (default text)
     size: int = 32
     frames: int | None = None  # video: 16; a video VAE: 17 (it takes 1 + k * 2 frames)
     fps: float = 8.0
@@ -50,6 +52,7 @@ class TrainConfig:
     scale: int = 4  # kind "sr": high-res side / low-res side
     crop: int | None = None  # kind "sr": train on random crops of this side (high-res pixels)
     sr_noise: float = 0.2  # kind "sr": the stage's default augmentation level at sampling, in [0, 1]
+    sr_aug_max: float = 1.0  # kind "sr": training augmentation levels are drawn uniformly from [0, sr_aug_max]
     sr_regression: bool = False  # kind "sr": SR3's baseline, the image predicted in one pass (MSE), no diffusion
     schedule: dict = field(default_factory=lambda: {"beta_schedule": "cosine", "prediction": "v"})
     loss_weighting: str = "min_snr"  # uniform | min_snr
@@ -143,6 +146,9 @@ class TrainConfig:
         if not 0 <= self.sr_noise <= 1:
             raise GenError(f"--sr-noise must be between 0 and 1 (a fraction of the noise schedule), "
                            f"got {self.sr_noise}")
+        if not 0 <= self.sr_aug_max <= 1:
+            raise GenError(f"--sr-aug-max must be between 0 and 1 (a fraction of the noise schedule), "
+                           f"got {self.sr_aug_max}")
         if self.recon_loss not in ("l1", "l2"):
             raise GenError(f"--recon-loss must be l1 or l2, got {self.recon_loss!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -216,8 +222,9 @@ RESUMABLE = ("steps", "max_minutes", "log_every", "sample_every", "ckpt_every", 
 
 
 # Fields whose command-line flag is not --field-name.
-FLAG_NAMES = {"loss_weighting": "--weighting", "data_n": "--n", "vae_video": "--video", "bf16": "--no-bf16",
-              "sr_regression": "--regression", "kind": "the training kind", "schedule": "--prediction (schedule)"}
+FLAG_NAMES = {"loss_weighting": "--weighting", "data_n": "--n", "data_split": "--split", "vae_video": "--video",
+              "bf16": "--no-bf16", "sr_regression": "--regression", "kind": "the training kind",
+              "schedule": "--prediction (schedule)"}
 
 
 def flag_name(field_name: str) -> str:

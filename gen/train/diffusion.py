@@ -62,7 +62,8 @@ class DiffusionTask:
         video = cfg.kind == "video"
         dataset = open_dataset(cfg.data, size=cfg.size, n=cfg.data_n, seed=cfg.seed,
                                frames=cfg.frames if video else None, fps=cfg.fps if video else None,
-                               channels=cfg.channels, video=video, kind=cfg.data_kind)
+                               channels=cfg.channels, video=video, kind=cfg.data_kind, split=cfg.data_split,
+                               caption_column=cfg.caption_column)
         in_channels, sample_size = cfg.channels, cfg.size
         if self.vae is not None:
             if cfg.size % self.vae.scale_factor:

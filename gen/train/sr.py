@@ -5,7 +5,7 @@ it) is box-downsampled by `scale` to its low-resolution input. With `sr_regressi
 SR3's baseline instead: the same U-Net predicting the image from the low-res input in one
 pass (MSE, no noise anywhere). Loss per step otherwise: the
 diffusion loss of the high-resolution image (as for text-to-image), with the low-res
-input noised by the forward process at a random level t_aug ~ U{0..T-1} and both given
+input noised by the forward process at a random level t_aug ~ U{0..sr_aug_max (T-1)} and both given
 to the denoiser: cond = {low_res: q_sample(low, t_aug), noise_level: t_aug}
 (noise-conditioning augmentation, Ho et al. 2021; Imagen section 2.5). The stage is
 fully convolutional, so it trains on crops and runs at any size.
@@ -60,7 +60,7 @@ class SRTask:
 
         cfg = self.cfg
         dataset = open_dataset(cfg.data, size=cfg.size, n=cfg.data_n, seed=cfg.seed, channels=cfg.channels,
-                               kind=cfg.data_kind)
+                               kind=cfg.data_kind, split=cfg.data_split, caption_column=cfg.caption_column)
         torch.manual_seed(cfg.seed)
         try:
             denoiser = models.create(cfg.model, **{"in_channels": cfg.channels, "sample_size": self.side,
@@ -90,7 +90,7 @@ class SRTask:
         return high, box_downsample(high, self.cfg.scale)
 
     def loss(self, trained, batch, gen: torch.Generator, autocast):
-        from gen.pipeline.superres import sr_condition
+        from gen.pipeline.superres import noise_timestep, sr_condition
         from samplers import loss_weights, q_sample, training_target
 
         cfg, dev = self.cfg, self.device
@@ -104,7 +104,7 @@ class SRTask:
             return F.mse_loss(pred.float(), x0), {}
         t = torch.randint(0, T, (b,), generator=gen).to(dev)
         noise = torch.randn(x0.shape, generator=gen).to(dev)
-        t_aug = torch.randint(0, T, (b,), generator=gen).to(dev)
+        t_aug = torch.randint(0, noise_timestep(cfg.sr_aug_max, T) + 1, (b,), generator=gen).to(dev)
         cond = sr_condition(low, t_aug, torch.randn(low.shape, generator=gen).to(dev), self.schedule)
         x_t = q_sample(x0, t, noise, self.schedule)
         target = training_target(x0, noise, t, self.schedule)

@@ -42,7 +42,8 @@ class VAETask:
         self.key = "video" if video else "image"
         dataset = open_dataset(cfg.data if not (video and cfg.data == "toy") else "toy-video", size=cfg.size,
                                n=cfg.data_n, seed=cfg.seed, channels=cfg.channels, video=video, kind=cfg.data_kind,
-                               frames=cfg.frames if video else None, fps=cfg.fps if video else None)
+                               frames=cfg.frames if video else None, fps=cfg.fps if video else None,
+                               split=cfg.data_split, caption_column=cfg.caption_column)
         torch.manual_seed(cfg.seed)
         try:
             create = models.create_video_vae if video else models.create_vae
