@@ -28,12 +28,12 @@ OPTIONAL_PACKAGES = {
     "pytorch_fid": ("pytorch-fid", "metrics"),
     "scipy": ("scipy", "metrics"),
     "sklearn": ("scikit-learn", "digits"),
-    "transformers": ("transformers", None),
+    "transformers": ("transformers", "sd"),
     "yaml": ("pyyaml", None),
     "lpips": ("lpips", None),
     "torch_fidelity": ("torch-fidelity", None),
     "tensorboard": ("tensorboard", None),
-    "datasets": ("datasets", None),
+    "datasets": ("datasets", "hf"),
 }
 
 

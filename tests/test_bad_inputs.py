@@ -373,7 +373,7 @@ CASES = {
 }
 MISSING_PACKAGES = [  # (module made unimportable, argv, phrase)
     ("av", "video x --model {video} --out {root}/clip.mp4", "gen[video]"),
-    ("transformers", "image x --model {sd}", "pip install transformers"),
+    ("transformers", "image x --model {sd}", "gen[sd]"),
 ]
 
 

@@ -29,7 +29,9 @@ def _datasets():
     try:
         import datasets
     except ImportError:
-        raise GenError("reading a Hugging Face dataset needs the datasets package: pip install 'gen[hf]'") from None
+        from gen.errors import missing_package
+
+        raise missing_package("datasets", "reading a Hugging Face dataset") from None
     return datasets
 
 

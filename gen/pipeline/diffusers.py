@@ -130,8 +130,13 @@ class DiffusersPipeline(Pipeline):
     @classmethod
     def _load(cls, path: Path, device, dtype, name: str) -> DiffusersPipeline:
         import diffusers
-        import transformers
 
+        try:
+            import transformers
+        except ImportError:
+            from gen.errors import missing_package
+
+            raise missing_package("transformers", f"the Stable Diffusion folder {path} (its CLIP text encoder)") from None
         from models.adapters import load_diffusers
         from samplers import SPACINGS, NoiseSchedule, SamplerError
 
