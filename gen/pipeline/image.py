@@ -256,8 +256,7 @@ class Pipeline:
             return self.denoiser(x.to(dtype), t, c).float()
 
         with torch.no_grad(), self.autocast():
-            x0 = sample(model, x_T, self.schedule, method=sampler, steps=steps,
-                        spacing=None if sampler.startswith("diffusers:") else d.spacing,
+            x0 = sample(model, x_T, self.schedule, method=sampler, steps=steps, spacing=d.spacing,
                         clip_x0=d.clip_x0, cond=cond, guidance=guidance, callback=callback)
         assert x0.shape[0] == batch
         return x0
