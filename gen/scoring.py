@@ -1,5 +1,14 @@
-"""The machinery behind `gen score`: image folders read on worker threads, feature spaces
-under their protocols, and reference statistics files.
+"""Scoring folders from Python, and the machinery behind `gen score`: image folders read on
+worker threads, feature spaces under their protocols, and reference statistics files.
+
+    from gen.scoring import fid, kid, inception_score, lpips, clip_score, fvd, score
+    fid("real/", "fake/")                            # toy features; features="inception" for FID proper
+    kid("real.npz" or "real/", "fake/")              # (mean, std)
+    lpips("a/", "b/"); clip_score("fake/", prompts="prompts.txt"); fvd("real_clips/", "fake_clips/")
+    score("fid", real="real/", fake="fake/", features="inception", batch=32)   # the whole JSON result
+
+Every function runs `gen score`'s own code on the same options (the flags, with - as _),
+so Python and the command line give the same numbers.
 
     session = Session(device, batch=64, workers=8)   # warnings said once, sizes noted
     space = feature_space("toy", session)            # or "inception", or a weights file
@@ -22,6 +31,60 @@ from pathlib import Path
 from gen.errors import GenError
 
 STATS_FORMAT = "gen-feature-stats/1"
+
+
+# ---------------------------------------------------------------------------- the Python API
+
+
+def score(metric: str, *folders, device: str = "cpu", seed: int = 0, **options) -> dict:
+    """What `gen score METRIC FOLDER... --option value ...` prints with --json, as a dict:
+    score("fid", real="a/", fake="b/"), score("lpips", "a/", "b/"), score("stats", "a/", out="a.npz")."""
+    import argparse
+
+    from gen.cli import score as cli
+
+    parser = argparse.ArgumentParser(prog="gen score")
+    cli.add_arguments(parser)
+    args = parser.parse_args([metric, *map(str, folders)])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise GenError(f"unknown option {unknown[0]!r} for gen.scoring.score; known: "
+                       f"{', '.join(k for k in vars(args) if k not in ('metric', 'pair', 'json'))}")
+    for key, value in options.items():
+        setattr(args, key, str(value) if isinstance(value, Path) else value)
+    args.device, args.seed = device, seed
+    return cli.compute(args)
+
+
+def fid(real, fake, **options) -> float:
+    """Frechet distance of two folders (or `real` a stats .npz), toy features unless features=..."""
+    return score("fid", real=real, fake=fake, **options)["fid"]
+
+
+def kid(real, fake, **options) -> tuple[float, float]:
+    """Kernel Inception Distance: (mean, std) over random subsets."""
+    result = score("kid", real=real, fake=fake, **options)
+    return result["kid_mean"], result["kid_std"]
+
+
+def inception_score(fake, **options) -> tuple[float, float]:
+    result = score("is", fake=fake, **options)
+    return result["mean"], result["std"]
+
+
+def lpips(a, b, **options) -> float:
+    """Mean LPIPS of the same-named images of two folders."""
+    return score("lpips", a, b, **options)["value"]
+
+
+def clip_score(fake, **options) -> float:
+    """CLIPScore of a folder against its captions (or prompts=FILE)."""
+    return score("clip", fake=fake, **options)["value"]
+
+
+def fvd(real, fake, **options) -> float:
+    """Frechet Video Distance of two folders of clips."""
+    return score("fvd", real=real, fake=fake, **options)["value"]
 
 
 # ---------------------------------------------------------------------------- reading images

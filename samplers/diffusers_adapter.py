@@ -69,7 +69,14 @@ def build_scheduler(name: str, sched, spacing: str | None = None, clip_x0=None):
     if "beta_schedule" not in accepted and "trained_betas" not in accepted:
         raise SamplerError(f"diffusers' {name} is not for a discrete diffusion noise schedule (it takes no "
                            f"beta_schedule), so it cannot run a model trained on one")
+    sigmas = None
+    if spacing in ("karras", "exponential"):  # diffusers spaces its sigmas itself, where it can
+        sigmas, spacing = f"use_{spacing}_sigmas", None
+        if sigmas not in accepted:
+            raise SamplerError(f"diffusers' {name} has no {sigmas} option, so it cannot space its steps that way")
     config = diffusers_config(sched, spacing, clip_x0)
+    if sigmas is not None:
+        config[sigmas] = True
     needed = {
         "prediction_type": sched.prediction != "eps",
         "rescale_betas_zero_snr": sched.zero_terminal_snr,

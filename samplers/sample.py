@@ -50,7 +50,8 @@ def sample(
         method: "ddim", "ddpm", "dpm++2m" (DPM-Solver++ 2M), "heun", or
             "diffusers:<SchedulerClass>" to run a diffusers scheduler (diffusers_adapter.py).
         steps: number of sampling steps, 1 .. T (default 50).
-        spacing: "leading" (default), "trailing" or "linspace" (see timesteps.py).
+        spacing: "leading" (default), "trailing", "linspace", or the schedule's noise levels
+            spaced as Karras et al. ("karras") or log-uniformly ("exponential"); see timesteps.py.
         timesteps: a custom strictly descending list of training timesteps; replaces
             `steps` and `spacing`.
         eta: DDIM's stochasticity in [0, 1] (0 = deterministic); "ddim" only (and
@@ -92,7 +93,7 @@ def sample(
             raise SamplerError("pass either timesteps=[...] or steps/spacing, not both")
         ts = check_timesteps(timesteps, sched.num_train_timesteps)
     else:
-        ts = make_timesteps(sched.num_train_timesteps, 50 if steps is None else steps, spacing or "leading")
+        ts = make_timesteps(sched.num_train_timesteps, 50 if steps is None else steps, spacing or "leading", sched)
 
     work_dtype = torch.float32 if x_T.dtype in (torch.float16, torch.bfloat16) else x_T.dtype
     x = x_T.to(work_dtype)

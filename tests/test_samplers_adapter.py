@@ -145,3 +145,21 @@ def test_diffusers_schedulers_on_the_shipped_model(shipped_base):
 def test_diffusers_heun_on_the_shipped_model(shipped_base):
     pipe, reference = shipped_base
     assert (_draw(pipe, "diffusers:HeunDiscreteScheduler", 5) - reference).abs().mean() < 0.6
+
+
+@pytest.mark.parametrize("method", ["dpm++2m", "diffusers:DPMSolverMultistepScheduler"])
+@pytest.mark.parametrize("spacing", ["karras", "exponential"])
+def test_sigma_spacings_help_a_second_order_solver(method, spacing):
+    """At 15 steps, DPM-Solver++ on noise levels spaced as Karras et al. or log-uniformly
+    gets a Gaussian's spread several times closer than on trailing timesteps (measured
+    0.03 / 0.02 against 0.12), ours and diffusers' alike."""
+    sched = make_schedule("scaled_linear", "eps")
+    f = toy_denoiser(sched, MU, 0.5, wobble=0.0)
+
+    def std_error(spacing):
+        x = sample(f, torch.randn(512, 4, 16, generator=torch.Generator().manual_seed(0)), sched, method=method,
+                   steps=15, spacing=spacing)
+        assert (x.mean(dim=(0, 2)) - MU.flatten()).abs().max() < 0.1
+        return (x.std(dim=(0, 2)) / 0.5 - 1).abs().max().item()
+
+    assert std_error(spacing) < std_error("trailing") / 2.5

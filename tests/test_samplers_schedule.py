@@ -132,3 +132,34 @@ def test_bad_step_counts(steps):
 def test_unknown_spacing_lists_the_known_ones():
     with pytest.raises(SamplerError, match="'leading', 'trailing', 'linspace'"):
         make_timesteps(1000, 10, "uniform")
+
+
+@pytest.mark.parametrize("spacing", ["karras", "exponential"])
+@pytest.mark.parametrize("kind", ["scaled_linear", "linear"])
+def test_sigma_spacings_match_diffusers_sigma_options(spacing, kind):
+    """The noise levels of Karras et al. (rho 7) or log-uniform, between the schedule's first
+    and last, each at its nearest timestep: diffusers' use_karras_sigmas / use_exponential_sigmas
+    interpolate t in log sigma and round, so the grids agree to one timestep. (On the cosine
+    schedule, whose first sigma is 2e4, diffusers' Karras grid repeats timesteps; ours moves
+    repeats down, see the next test.)"""
+    sched = make_schedule(kind, "eps")
+    for steps in (4, 10, 25):
+        ref = DPMSolverMultistepScheduler(**{**diffusers_kwargs(sched), f"use_{spacing}_sigmas": True})
+        ref.set_timesteps(steps)
+        ours = make_timesteps(1000, steps, spacing, sched)
+        theirs = ref.timesteps.tolist()
+        assert len(ours) == len(theirs) == steps and ours[0] == 999
+        assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1, (steps, ours, theirs)
+
+
+def test_sigma_spacings_give_valid_grids_for_every_step_count():
+    for sched in (make_schedule("cosine", "v"), make_schedule("linear", "v", zero_snr=True)):
+        for spacing in ("karras", "exponential"):
+            for steps in (*range(1, 60), 200, 999, 1000):
+                ts = make_timesteps(1000, steps, spacing, sched)
+                assert len(ts) == steps and ts[0] == 999 and ts[-1] >= 0
+                assert all(a > b for a, b in zip(ts, ts[1:]))
+    karras = make_timesteps(1000, 10, "karras", make_schedule("cosine", "v"))
+    assert karras[-1] < 20 < karras[-3]  # Karras crowds its steps at low noise
+    with pytest.raises(SamplerError, match="spacing 'karras' spaces the schedule's noise levels: pass sched="):
+        make_timesteps(1000, 10, "karras")

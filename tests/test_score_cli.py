@@ -142,3 +142,21 @@ def test_lpips_pairs_same_named_images(folders, tmp_path, capsys, monkeypatch):
     assert report["lpips_std"] == pytest.approx(values.std().item(), rel=1e-5)
     code, _, err = _run(capsys, "lpips", real)
     assert code == 2 and "two folders" in err
+
+
+@pytest.mark.filterwarnings("ignore:covariance of n=40")
+def test_the_python_api_gives_the_command_lines_numbers(folders, capsys):
+    from gen import scoring
+    from gen.errors import GenError
+
+    real, fake = folders / "real", folders / "fake"
+    _, out, _ = _run(capsys, "fid", "--real", str(real), "--fake", str(fake), "--json")
+    assert scoring.fid(real, fake) == json.loads(out)["fid"]
+    _, out, _ = _run(capsys, "kid", "--real", str(real), "--fake", str(fake), "--subsets", "20", "--json")
+    cli = json.loads(out)
+    assert scoring.kid(str(real), str(fake), subsets=20) == (cli["kid_mean"], cli["kid_std"])
+    stats = folders / "api" / "real.npz"
+    assert scoring.score("stats", real, out=stats)["value"] == str(stats) and stats.is_file()
+    assert scoring.fid(stats, fake) == pytest.approx(scoring.fid(real, fake), rel=1e-9)
+    with pytest.raises(GenError, match="unknown option 'subset' for gen.scoring.score; known: .*subsets"):
+        scoring.kid(real, fake, subset=3)

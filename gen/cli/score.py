@@ -343,7 +343,8 @@ def _stats(args, session: Session) -> dict:
 # ---------------------------------------------------------------------------- the command
 
 
-def run(args: argparse.Namespace) -> int:
+def compute(args: argparse.Namespace) -> dict:
+    """The result of `gen score` for parsed arguments (also gen.scoring.score's)."""
     from gen.runtime import resolve_device
     from metrics.weights import WeightsHashError, WeightsNotFoundError
 
@@ -359,9 +360,13 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *_, **__: session.warn(str(message), str(message))
         try:
-            result = {"metric": args.metric, **METRICS[args.metric](args, session)}
+            return {"metric": args.metric, **METRICS[args.metric](args, session)}
         except (WeightsNotFoundError, WeightsHashError) as err:  # the registry's message: file, places, fix
             raise GenError(str(err)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    result = compute(args)
     if args.json:
         print(json.dumps(result))
     else:
