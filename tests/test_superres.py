@@ -187,3 +187,45 @@ def test_install_ships_a_trained_stage_as_the_default_of_its_kind(reference, tmp
     assert isinstance(load("default", kind="sr"), SuperResolution)
     stored = load_file(str(target / "denoiser" / "model.safetensors"))
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+
+
+def test_gradient_accumulation_is_the_large_batch_step(tmp_path):
+    """SR3's regression loss has no noise in it (whole images, no crop), so a step over 4
+    micro-batches of 2 must move the weights as one step over the batch of 8 does."""
+    from safetensors.torch import load_file
+
+    common = dict(sr_regression=True, crop=None, batch=8, data_n=8, steps=2, sample_every=0, ckpt_every=1,
+                  keep_checkpoints=3)
+    run(tmp_path / "one", **common)
+    run(tmp_path / "four", accumulate=4, **common)
+    for step in (1, 2):
+        one = load_file(tmp_path / "one" / "checkpoints" / f"step-{step:07d}" / "model.safetensors")
+        four = load_file(tmp_path / "four" / "checkpoints" / f"step-{step:07d}" / "model.safetensors")
+        for name in one:
+            torch.testing.assert_close(four[name], one[name], atol=2e-6, rtol=1e-5)
+    start = load_file(tmp_path / "one" / "checkpoints" / "step-0000001" / "model.safetensors")
+    assert any(not torch.equal(start[k], one[k]) for k in one)  # the second step moved the weights
+    logs = [[json.loads(line) for line in (tmp_path / r / "log.jsonl").read_text().splitlines()]
+            for r in ("one", "four")]
+    for a, b in zip(*logs):  # the same loss and the same gradient (norm before clipping: Adam hides a scale)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    with pytest.raises(GenError, match="--accumulate 3 must divide the batch each process takes \\(8\\)"):
+        run(tmp_path / "three", accumulate=3, **common)
+
+
+def test_a_run_plots_its_log_and_its_export_carries_a_card(tmp_path):
+    from gen.train.report import read_log
+
+    out = tmp_path / "run"
+    run(out, steps=4, ckpt_every=2, sample_every=0)
+    rows = read_log(out / "log.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    plot = Image.open(out / "loss.png")
+    pixels = np.asarray(plot.convert("RGB"))
+    assert plot.size == (640, 440) and (pixels[:220] == (31, 119, 180)).all(axis=-1).sum() > 50  # the loss line
+    assert (pixels[220:] == (214, 39, 40)).all(axis=-1).sum() > 50  # samples/s
+    card = (out / "pipeline" / "README.md").read_text()
+    assert "4 steps, 16 samples seen" in card and "`sr-unet-tiny`" in card
+    assert f"{rows[-1]['loss']:.4g} at step 4" in card
+    assert SuperResolution.from_pretrained(out / "pipeline")  # the card does not disturb loading

@@ -16,6 +16,7 @@ FLAGS = {
     "--out": ("out", str, "run folder to create (checkpoints, samples, log, pipeline)"),
     "--steps": ("steps", int, "optimiser steps in total (default 1000)"),
     "--batch": ("batch", int, "global batch size (default 64)"),
+    "--accumulate": ("accumulate", int, "gradient accumulation: the batch in this many micro-batches (default 1)"),
     "--lr": ("lr", float, "peak learning rate (default 1e-3)"),
     "--warmup": ("warmup", int, "linear warm-up steps (default 100)"),
     "--lr-schedule": ("lr_schedule", str, "constant or cosine after warm-up"),

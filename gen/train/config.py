@@ -64,6 +64,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    accumulate: int = 1  # gradient accumulation: each step is this many micro-batches of batch / accumulate
     ema_decay: float = 0.999
     cond_drop: float = 0.1
     bf16: bool = True
@@ -99,6 +100,7 @@ class TrainConfig:
             "log-every": (self.log_every, 1, None), "sample-every": (self.sample_every, 0, None),
             "ckpt-every": (self.ckpt_every, 0, None), "keep-checkpoints": (self.keep_checkpoints, 1, None),
             "sample-steps": (self.sample_steps, 1, 1000), "channels": (self.channels, 1, 4),
+            "accumulate": (self.accumulate, 1, 65536),
         }
         if self.threads is not None:
             ranges["threads"] = (self.threads, 1, 1024)

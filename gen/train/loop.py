@@ -14,6 +14,7 @@ torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel; rank 0 logs an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -29,7 +30,7 @@ import torch
 from gen.errors import GenError
 from gen.lock import LOCK_NAME
 from gen.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from gen.train import fast
+from gen.train import fast, report
 from gen.train.config import TrainConfig
 from gen.train.ema import EMA
 from gen.train.diffusion import TextToImageModel  # noqa: F401  (re-exported: tests patch it here)
@@ -61,10 +62,21 @@ class _Batches(torch.utils.data.Sampler):
             step += 1
 
 
-def noise_seed(seed: int, rank: int, step: int) -> int:
-    """The seed of what rank `rank` draws at optimiser step `step` (t, eps, text dropout)."""
-    digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=8).digest()
+def noise_seed(seed: int, rank: int, step: int, micro: int = 0) -> int:
+    """The seed of what rank `rank` draws at optimiser step `step` (t, eps, text dropout),
+    for its micro-batch `micro` under gradient accumulation."""
+    key = f"{seed}/{rank}/{step}" + (f"/{micro}" if micro else "")
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def micro_batches(batch: dict, parts: int) -> list[dict]:
+    """A collated batch cut into `parts` equal consecutive micro-batches."""
+    if parts == 1:
+        return [batch]
+    n = next(len(v) for v in batch.values() if hasattr(v, "__len__"))
+    size = n // parts
+    return [{k: v[i * size:(i + 1) * size] for k, v in batch.items()} for i in range(parts)]
 
 
 @contextmanager
@@ -242,6 +254,9 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
     if cfg.batch % world:
         raise GenError(f"--batch {cfg.batch} must be divisible by the {world} processes")
     local_batch = cfg.batch // world
+    if local_batch % cfg.accumulate:
+        raise GenError(f"--accumulate {cfg.accumulate} must divide the batch each process takes ({local_batch}); "
+                       f"each optimiser step is --accumulate micro-batches of {local_batch} / {cfg.accumulate}")
 
     task = make_task(cfg, dev)
     dataset, model = task.build()
@@ -252,8 +267,8 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
     ema = EMA(model, cfg.ema_decay)
     noise_gen = torch.Generator()
     step = load_checkpoint(checkpoint, model, ema, optimizer, lr_scheduler) if checkpoint else 0
-    check_memory(task, model, dataset, local_batch, dev, autocast=torch.autocast(dev.type, dtype=torch.bfloat16,
-                                                                                  enabled=cfg.bf16))
+    check_memory(task, model, dataset, local_batch // cfg.accumulate, dev,
+                 autocast=torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16))
     if cfg.compile:  # after the memory check's batch-1 forward: compiled for the training batch only
         fast.compile_denoiser(model, run / "compile-cache")
     if rank == 0:
@@ -275,7 +290,11 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
     def save(at: int) -> Path | None:
         if rank != 0:
             return None
-        return save_checkpoint(run, at, model, ema, optimizer, lr_scheduler, cfg.to_dict(), cfg.keep_checkpoints)
+        path = save_checkpoint(run, at, model, ema, optimizer, lr_scheduler, cfg.to_dict(), cfg.keep_checkpoints)
+        if log is not None and not log.closed:
+            log.flush()
+        report.plot_log(run / "log.jsonl", run / "loss.png")
+        return path
 
     log = open(run / "log.jsonl", "a") if rank == 0 else None
     board = tensorboard_writer(run) if rank == 0 else None
@@ -288,9 +307,17 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
         batches = iter(loader)
         while step < cfg.steps:
             batch = next(batches)
-            noise_gen.manual_seed(noise_seed(cfg.seed, rank, step))
-            loss, metrics = task.loss(trained, batch, noise_gen, autocast)
-            loss.backward()
+            parts = micro_batches(batch, cfg.accumulate)
+            loss, metrics = 0.0, {}
+            for k, part in enumerate(parts):  # gradients summed over micro-batches: the mean over the batch
+                noise_gen.manual_seed(noise_seed(cfg.seed, rank, step, k))
+                sync = k == len(parts) - 1 or world == 1
+                with (contextlib.nullcontext() if sync else trained.no_sync()):
+                    part_loss, part_metrics = task.loss(trained, part, noise_gen, autocast)
+                    (part_loss / len(parts)).backward()
+                loss = loss + part_loss.detach() / len(parts)
+                for name, value in part_metrics.items():
+                    metrics[name] = metrics.get(name, 0.0) + value / len(parts)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):  # all-reduced: every rank stops here
                 what = (f"the loss became {loss.item()}" if not torch.isfinite(loss)
@@ -348,6 +375,8 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
             signal.signal(signal.SIGTERM, previous)
     save(step)
     exported = task.export(run, model, ema) if rank == 0 else run / task.export_name
+    if rank == 0 and exported.is_dir():
+        report.write_card(run, cfg.to_dict(), exported)
     if world > 1:
         torch.distributed.barrier()
     return exported
