@@ -229,3 +229,25 @@ def test_a_run_plots_its_log_and_its_export_carries_a_card(tmp_path):
     assert "4 steps, 16 samples seen" in card and "`sr-unet-tiny`" in card
     assert f"{rows[-1]['loss']:.4g} at step 4" in card
     assert SuperResolution.from_pretrained(out / "pipeline")  # the card does not disturb loading
+
+
+def test_fp16_with_a_gradient_scaler_where_bf16_is_missing_resumes_exactly(tmp_path, monkeypatch):
+    """A GPU without bf16 trains under fp16 autocast with a loss scale; the scale is part of
+    the checkpoint, so a resumed run ends where an uninterrupted one does. (Forced here on
+    the CPU, which runs fp16 autocast and the scaler alike.)"""
+    from safetensors.torch import load_file
+
+    from gen.train import fast
+
+    monkeypatch.setattr(fast, "mixed_precision", lambda device, bf16: torch.float16 if bf16 else None)
+    common = dict(bf16=True, steps=4, ckpt_every=2, sample_every=0)
+    run(tmp_path / "whole", **common)
+    state = json.loads((tmp_path / "whole" / "checkpoints" / "step-0000002" / "state.json").read_text())
+    assert state["grad_scaler"]["scale"] > 0
+    run(tmp_path / "half", **{**common, "steps": 2})
+    run(tmp_path / "half", resume=True, **common)
+    a = load_file(tmp_path / "whole" / "checkpoints" / "step-0000004" / "model.safetensors")
+    b = load_file(tmp_path / "half" / "checkpoints" / "step-0000004" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.isfinite(torch.tensor(json.loads(line)["loss"]))
+               for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines())

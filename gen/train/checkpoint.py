@@ -36,7 +36,8 @@ def latest_checkpoint(run: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
-def save_checkpoint(run: Path, step: int, model, ema, optimizer, lr_scheduler, config: dict, keep: int = 2) -> Path:
+def save_checkpoint(run: Path, step: int, model, ema, optimizer, lr_scheduler, config: dict, keep: int = 2,
+                    scaler=None) -> Path:
     root = checkpoint_dir(run)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
@@ -48,6 +49,8 @@ def save_checkpoint(run: Path, step: int, model, ema, optimizer, lr_scheduler, c
     save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     meta = {"step": step, "ema_updates": ema.updates, "lr_scheduler": lr_scheduler.state_dict(), "config": config}
+    if scaler is not None and scaler.is_enabled():  # fp16 training: the loss scale and its growth tracker
+        meta["grad_scaler"] = {k: float(v) if isinstance(v, float) else v for k, v in scaler.state_dict().items()}
     (tmp / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
     final = root / name
     if final.exists():
@@ -63,7 +66,7 @@ def save_checkpoint(run: Path, step: int, model, ema, optimizer, lr_scheduler, c
     return final
 
 
-def load_checkpoint(path: Path, model, ema, optimizer, lr_scheduler) -> int:
+def load_checkpoint(path: Path, model, ema, optimizer, lr_scheduler, scaler=None) -> int:
     """Restore a checkpoint in place; returns the step it was taken at."""
     try:
         meta = json.loads((path / "state.json").read_text())
@@ -71,6 +74,8 @@ def load_checkpoint(path: Path, model, ema, optimizer, lr_scheduler) -> int:
         ema.load_state_dict(load_file(path / "ema.safetensors"), meta["ema_updates"])
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         lr_scheduler.load_state_dict(meta["lr_scheduler"])
+        if scaler is not None and scaler.is_enabled() and "grad_scaler" in meta:
+            scaler.load_state_dict(meta["grad_scaler"])
     except Exception as err:  # a damaged file of the checkpoint: any failure to restore it
         detail = " ".join(str(err).split())[:200] or type(err).__name__
         raise GenError(f"cannot resume from {path}: it is damaged ({type(err).__name__}: {detail}); delete it to "

@@ -42,3 +42,13 @@ def compile_denoiser(model: torch.nn.Module, cache: Path | None) -> bool:
     target = getattr(model, "denoiser", model)
     target.compile(dynamic=False)
     return True
+
+
+def mixed_precision(device: torch.device, bf16: bool) -> torch.dtype | None:
+    """The autocast dtype of a run: bf16 where the device has it, fp16 (with a gradient
+    scaler) on a CUDA GPU without bf16, None (float32) when bf16 is switched off."""
+    if not bf16:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16

@@ -266,9 +266,11 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ema = EMA(model, cfg.ema_decay)
     noise_gen = torch.Generator()
-    step = load_checkpoint(checkpoint, model, ema, optimizer, lr_scheduler) if checkpoint else 0
+    amp = fast.mixed_precision(dev, cfg.bf16)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp == torch.float16)  # fp16 needs its loss scaled
+    step = load_checkpoint(checkpoint, model, ema, optimizer, lr_scheduler, scaler) if checkpoint else 0
     check_memory(task, model, dataset, local_batch // cfg.accumulate, dev,
-                 autocast=torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16))
+                 autocast=torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None))
     if cfg.compile:  # after the memory check's batch-1 forward: compiled for the training batch only
         fast.compile_denoiser(model, run / "compile-cache")
     if rank == 0:
@@ -285,12 +287,13 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_Batches(len(dataset), cfg.seed, step, local_batch, rank, world),
         collate_fn=collate, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    autocast = torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
 
     def save(at: int) -> Path | None:
         if rank != 0:
             return None
-        path = save_checkpoint(run, at, model, ema, optimizer, lr_scheduler, cfg.to_dict(), cfg.keep_checkpoints)
+        path = save_checkpoint(run, at, model, ema, optimizer, lr_scheduler, cfg.to_dict(), cfg.keep_checkpoints,
+                               scaler)
         if log is not None and not log.closed:
             log.flush()
         report.plot_log(run / "log.jsonl", run / "loss.png")
@@ -314,12 +317,14 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
                 sync = k == len(parts) - 1 or world == 1
                 with (contextlib.nullcontext() if sync else trained.no_sync()):
                     part_loss, part_metrics = task.loss(trained, part, noise_gen, autocast)
-                    (part_loss / len(parts)).backward()
+                    scaler.scale(part_loss / len(parts)).backward()
                 loss = loss + part_loss.detach() / len(parts)
                 for name, value in part_metrics.items():
                     metrics[name] = metrics.get(name, 0.0) + value / len(parts)
+            scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):  # all-reduced: every rank stops here
+            overflow = scaler.is_enabled() and torch.isfinite(loss) and not torch.isfinite(grad_norm)
+            if not overflow and not (torch.isfinite(loss) and torch.isfinite(grad_norm)):  # all-reduced: every rank stops here
                 what = (f"the loss became {loss.item()}" if not torch.isfinite(loss)
                         else f"the gradient norm became {grad_norm.item()}")
                 path = save(step) or run / "checkpoints"
@@ -327,7 +332,8 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
                                f"in {path}. Try a lower --lr.")
             lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             with hold_interrupts():
-                optimizer.step()
+                scaler.step(optimizer)  # fp16: skipped on an overflow, and the scale lowered
+                scaler.update()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 ema.update(model)
