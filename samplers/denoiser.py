@@ -35,6 +35,7 @@ class Denoiser:
         cond: Mapping | None = None,
         guidance: CFG | None = None,
         clip_x0=None,
+        known=None,
     ):
         if guidance is not None and not isinstance(guidance, CFG):
             raise SamplerError(f"guidance must be a samplers.CFG, got {type(guidance).__name__}")
@@ -45,6 +46,7 @@ class Denoiser:
         self.denoise = denoise
         self.sched = sched
         self.clip_x0 = clip_x0
+        self.known = check_known(known, x_T)
         self.model_dtype = x_T.dtype
         self.device = x_T.device
         self.cond = cond
@@ -90,11 +92,41 @@ class Denoiser:
         ab = self.sched.alpha_bars[t] if alpha_bar is None else alpha_bar
         a, s = ab**0.5, (1 - ab) ** 0.5
         x0, eps = x0_eps_from_prediction(self.predict(x, t), x, a, s, self.sched.prediction)
-        if self.clip_x0 is not None:
+        if self.clip_x0 is not None or self.known is not None:
             # eps recomputed from the clipped x_0 (as in Ho et al.'s and guided-diffusion's DDIM)
-            x0 = apply_clip(x0, self.clip_x0)
+            x0 = constrain_x0(x0, self.clip_x0, self.known)
             eps = (x - a * x0) / s
         return x0, eps
 
 
-__all__ = ["Denoiser"]
+def check_known(known, x_T: torch.Tensor):
+    """`known` is None or (values, mask): tensors broadcastable to x_T, mask in [0, 1]
+    (1 where the value is known). Returned on x_T's device, in float."""
+    if known is None:
+        return None
+    if not (isinstance(known, (tuple, list)) and len(known) == 2 and all(isinstance(k, torch.Tensor) for k in known)):
+        raise SamplerError("known must be a pair (values, mask) of tensors, mask 1 where the value is known")
+    values, mask = (k.to(device=x_T.device, dtype=torch.float32 if x_T.dtype != torch.float64 else x_T.dtype)
+                    for k in known)
+    for name, k in (("values", values), ("mask", mask)):
+        try:
+            torch.broadcast_shapes(k.shape, x_T.shape)
+        except RuntimeError:
+            raise SamplerError(f"known {name} of shape {tuple(k.shape)} does not broadcast to x_T's "
+                               f"{tuple(x_T.shape)}") from None
+    if mask.numel() and (mask.min() < 0 or mask.max() > 1):
+        raise SamplerError("known mask must lie in [0, 1] (1 where the value is known)")
+    return values, mask
+
+
+def constrain_x0(x0: torch.Tensor, clip_x0=None, known=None) -> torch.Tensor:
+    """A predicted x_0 clipped per `clip_x0`, then set to the known values where the mask is 1
+    (blended where it is between): how every sampler keeps known pixels or frames."""
+    x0 = apply_clip(x0, clip_x0)
+    if known is not None:
+        values, mask = known
+        x0 = x0 + mask.to(x0.dtype) * (values.to(x0.dtype) - x0)
+    return x0
+
+
+__all__ = ["Denoiser", "check_known", "constrain_x0"]

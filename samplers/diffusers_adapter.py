@@ -4,9 +4,9 @@ diffusers is imported lazily, only here. The scheduler is built from our NoiseSc
 (beta schedule, prediction type, zero terminal SNR) plus the call's spacing and clipping;
 a fresh instance per call keeps `sample` stateless even though diffusers' schedulers are
 not. x_0 clipping or dynamic thresholding that a scheduler has no option for (UniPC,
-Euler, DPM-Solver++ have no clip_sample) is done here, on the model's prediction: the
-x_0 it implies is clipped and the prediction recomputed from it, as DDIM's clip_sample
-does. A schedule a scheduler cannot represent (zero terminal SNR without
+Euler, DPM-Solver++ have no clip_sample), and known values (`known=`), are applied here,
+on the model's prediction: the x_0 it implies is clipped or set and the prediction
+recomputed from it, as DDIM's clip_sample does. A schedule a scheduler cannot represent (zero terminal SNR without
 rescale_betas_zero_snr, a spacing without timestep_spacing, a scheduler that is not for
 a discrete noise schedule) is refused, naming why. Guidance, the callback and the calling
 rule for `denoise` are the same as for the built-in methods. Schedulers with fractional
@@ -98,11 +98,12 @@ def build_scheduler(name: str, sched, spacing: str | None = None, clip_x0=None):
         raise SamplerError(f"diffusers' {name} cannot be built for this schedule: {err}") from err
 
 
-def clipped_prediction(pred, x_t, t, sched, clip_x0):
-    """The prediction whose x_0 is clipped per `clip_x0`, at x_t and (possibly fractional) t."""
+def constrained_prediction(pred, x_t, t, sched, clip_x0=None, known=None):
+    """The prediction whose x_0 is clipped per `clip_x0` and holds the `known` values, at x_t
+    and (possibly fractional) t."""
     import math
 
-    from .clipping import apply_clip
+    from .denoiser import constrain_x0
     from .targets import prediction_from_x0_eps, x0_eps_from_prediction
 
     if float(t).is_integer():
@@ -114,7 +115,7 @@ def clipped_prediction(pred, x_t, t, sched, clip_x0):
         ab = 1 / (1 + sigma**2)
     a, s = ab**0.5, (1 - ab) ** 0.5
     x0, eps = x0_eps_from_prediction(pred, x_t, a, s, sched.prediction)
-    x0 = apply_clip(x0, clip_x0)
+    x0 = constrain_x0(x0, clip_x0, known)
     eps = (x_t - a * x0) / s
     return prediction_from_x0_eps(x0, eps, a, s, sched.prediction)
 
@@ -146,8 +147,8 @@ def sample_with_diffusers(
         t_model = int(t_value) if t_value.is_integer() else t_value
         x_in = scheduler.scale_model_input(x, t)
         pred = model.predict(x_in, t_model)
-        if own_clip is not None:
-            pred = clipped_prediction(pred, x_in, t_value, model.sched, own_clip)
+        if own_clip is not None or model.known is not None:
+            pred = constrained_prediction(pred, x_in, t_value, model.sched, own_clip, model.known)
         if use_noise:
             kwargs["variance_noise"] = noise(i, x)
         out = scheduler.step(pred, t, x, **kwargs)
@@ -157,4 +158,4 @@ def sample_with_diffusers(
     return x
 
 
-__all__ = ["build_scheduler", "clipped_prediction", "diffusers_config", "sample_with_diffusers", "scheduler_class"]
+__all__ = ["build_scheduler", "constrained_prediction", "diffusers_config", "sample_with_diffusers", "scheduler_class"]

@@ -38,6 +38,7 @@ def sample(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     noise: Sequence[torch.Tensor] | Callable[[int], torch.Tensor] | None = None,
     callback: Callable | None = None,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Denoise x_T ~ N(0, I) into a sample with a denoiser trained on `sched`.
 
@@ -66,6 +67,10 @@ def sample(
         callback: called after every step as callback(i, t, x_t, x0_pred) with the step
             index, its timestep, the new state and that step's x_0 prediction. Returning
             False stops sampling early; `sample` then returns that x_t.
+        known: (values, mask), broadcastable to x_T, mask 1 where the clean value is known:
+            every step's x_0 prediction is set to the values there (and eps recomputed from
+            it, as for clipping), so the sample ends on them and the rest is drawn around
+            them (inpainting, known frames). Every method, diffusers' schedulers included.
 
     Returns:
         The sample, in x_T's dtype and on its device. Stateless and deterministic given
@@ -105,14 +110,14 @@ def sample(
     if method.startswith(DIFFUSERS_PREFIX):
         from .diffusers_adapter import sample_with_diffusers
 
-        model = Denoiser(denoise, x_T, sched, cond, guidance, clip_x0=None)
+        model = Denoiser(denoise, x_T, sched, cond, guidance, clip_x0=None, known=known)
         x = sample_with_diffusers(
             model, x, method[len(DIFFUSERS_PREFIX) :], steps=steps, spacing=spacing,
             timesteps=None if timesteps is None else ts, eta=eta, clip_x0=clip_x0, generator=generator,
             noise=draw, explicit_noise=noise is not None, on_step=on_step,
         )  # fmt: skip
     else:
-        model = Denoiser(denoise, x_T, sched, cond, guidance, clip_x0)
+        model = Denoiser(denoise, x_T, sched, cond, guidance, clip_x0, known)
         options = {"eta": eta} if method == "ddim" else {"variance": variance} if method == "ddpm" else {}
         x = METHODS[method](model, x, ts, noise=draw, on_step=on_step, **options)
     return x.to(x_T.dtype)
