@@ -157,23 +157,31 @@ def test_gen_eval_sr_reports_the_stage_and_bicubic(reference, capsys):
     assert 10 < report["bicubic"]["psnr"] < 40 and report["bicubic"]["edge_energy"] < 1  # bicubic blurs
 
 
-def test_the_regression_baseline_learns_and_draws_in_one_pass(tmp_path):
+def test_the_regression_model_learns_and_draws_in_one_pass(tmp_path):
     out = tmp_path / "reg"
-    run(out, sr_regression=True, steps=40, data_n=4, crop=None, sample_every=0, ckpt_every=40, lr=3e-3,
-        ema_decay=0.0)
+    run(out, sr_regression=True, sr_aug_max=0.5, sr_noise=0.2, steps=40, data_n=4, crop=None, sample_every=0,
+        ckpt_every=40, lr=3e-3, ema_decay=0.0)
     losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])  # overfitting four images
     stage = SuperResolution.from_pretrained(str(out / "pipeline"))
-    assert stage.regression and stage.defaults.steps == 1
+    assert stage.regression and stage.defaults.steps == 1 and stage.defaults.sr_noise == 0.2
     low = torch.rand(2, 3, 4, 4) * 2 - 1
-    zero = torch.zeros(2, dtype=torch.long)
-    with torch.no_grad():
-        direct = stage.denoiser(torch.zeros(2, 3, 16, 16), zero, {"low_res": low, "noise_level": zero}).clamp(-1, 1)
+    zero, blank = torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 16, 16)
     stage.precision = "fp32"
-    assert torch.equal(stage.upscale(low, seeds=[0, 1]), direct)
+    with torch.no_grad():
+        direct = stage.denoiser(blank, zero, {"low_res": low, "noise_level": zero}).clamp(-1, 1)
+        # at its level the input is noised by the forward process (closed form), the noise from each seed
+        t = noise_timestep(0.2, stage.schedule.num_train_timesteps)
+        ab = float(stage.schedule.alpha_bars[t])
+        noise = torch.stack([torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(s)) for s in (0, 1)])
+        noised = ab**0.5 * low + (1 - ab) ** 0.5 * noise
+        augmented = stage.denoiser(blank, zero, {"low_res": noised, "noise_level": torch.full((2,), t)}).clamp(-1, 1)
+    assert torch.equal(stage.upscale(low, seeds=[0, 1], sr_noise=0.0), direct)  # level 0: the input itself
+    torch.testing.assert_close(stage.upscale(low, seeds=[0, 1]), augmented, atol=1e-6, rtol=0)
+    assert not torch.allclose(augmented, direct, atol=1e-3)
     stage.precision = "bf16"  # autocast: bf16 rounding (8 mantissa bits) of a 2-level U-Net, no more
-    assert (stage.upscale(low, seeds=[0, 1]) - direct).abs().max() < 0.05
-    with pytest.raises(GenError, match="regression baseline"):
+    assert (stage.upscale(low, seeds=[0, 1], sr_noise=0.0) - direct).abs().max() < 0.05
+    with pytest.raises(GenError, match="regression"):
         stage.upscale(low, seeds=[0, 1], steps=5)
 
 
@@ -190,12 +198,12 @@ def test_install_ships_a_trained_stage_as_the_default_of_its_kind(reference, tmp
 
 
 def test_gradient_accumulation_is_the_large_batch_step(tmp_path):
-    """SR3's regression loss has no noise in it (whole images, no crop), so a step over 4
+    """SR3's regression loss without augmentation has no noise in it (whole images, no crop), so a step over 4
     micro-batches of 2 must move the weights as one step over the batch of 8 does."""
     from safetensors.torch import load_file
 
-    common = dict(sr_regression=True, crop=None, batch=8, data_n=8, steps=2, sample_every=0, ckpt_every=1,
-                  keep_checkpoints=3)
+    common = dict(sr_regression=True, sr_aug_max=0.0, crop=None, batch=8, data_n=8, steps=2, sample_every=0,
+                  ckpt_every=1, keep_checkpoints=3)
     run(tmp_path / "one", **common)
     run(tmp_path / "four", accumulate=4, **common)
     for step in (1, 2):

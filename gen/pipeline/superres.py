@@ -63,14 +63,14 @@ class SuperResolution(Pipeline):
 
     @property
     def regression(self) -> bool:
-        """A regression stage (SR3's baseline) draws its image in one forward pass."""
+        """A regression stage (SR3's regression model) draws its image in one forward pass."""
         return self.defaults.sampler == "regression"
 
     def check_sampling(self, steps, sampler, cfg):
         if not self.regression:
             return super().check_sampling(steps, sampler, cfg)
         if steps not in (None, 1) or sampler not in (None, "regression"):
-            raise GenError("this stage is a regression baseline: it draws in one pass, so --steps and --sampler "
+            raise GenError("this stage is a regression model: it draws in one pass, so --steps and --sampler "
                            "do not apply")
         return 1, "regression", 1.0
 
@@ -89,22 +89,26 @@ class SuperResolution(Pipeline):
         steps, sampler, _ = self.check_sampling(steps, sampler, 1.0)
         h, w = low.shape[-2] * d.scale, low.shape[-1] * d.scale
         dtype = next(self.denoiser.parameters()).dtype
-        if self.regression:
-            zero = torch.zeros(low.shape[0], dtype=torch.long, device=self.device)
-            with torch.no_grad(), self.autocast():
-                out = self.denoiser(torch.zeros((*low.shape[:2], h, w), dtype=dtype, device=self.device), zero,
-                                    {"low_res": low.to(self.device, dtype), "noise_level": zero})
-            return out.float().clamp(-1, 1)
         level = d.sr_noise if sr_noise is None else sr_noise
         t_aug = noise_timestep(level, self.schedule.num_train_timesteps)
         x_T, aug = [], []
-        for s in seeds:  # one generator per image: x_T first, then its augmentation noise
+        for s in seeds:  # one generator per image: x_T first (none for a regression stage), then its augmentation
             g = torch.Generator().manual_seed(s)
-            x_T.append(torch.randn((low.shape[1], h, w), generator=g))
+            if not self.regression:
+                x_T.append(torch.randn((low.shape[1], h, w), generator=g))
             aug.append(torch.randn(low.shape[1:], generator=g))
-        x_T, aug = torch.stack(x_T).to(self.device), torch.stack(aug).to(self.device)
+        aug = torch.stack(aug).to(self.device)
         t = torch.full((low.shape[0],), t_aug, dtype=torch.long, device=self.device)
         cond = sr_condition(low.to(self.device).float(), t, aug, self.schedule)
+        if self.regression:
+            zero = torch.zeros(low.shape[0], dtype=torch.long, device=self.device)
+            if level == 0:  # as trained without augmentation: the input itself
+                cond = {"low_res": low.to(self.device).float(), "noise_level": zero}
+            with torch.no_grad(), self.autocast():
+                out = self.denoiser(torch.zeros((*low.shape[:2], h, w), dtype=dtype, device=self.device), zero,
+                                    {k: v.to(dtype) if v.is_floating_point() else v for k, v in cond.items()})
+            return out.float().clamp(-1, 1)
+        x_T = torch.stack(x_T).to(self.device)
 
         def model(x, t_, c):
             return self.denoiser(x.to(dtype), t_, {k: v.to(dtype) if v.is_floating_point() else v

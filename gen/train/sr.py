@@ -2,8 +2,8 @@
 
 Pairs come from the data the user has: each high-resolution image (or a random `crop` of
 it) is box-downsampled by `scale` to its low-resolution input. With `sr_regression` it trains
-SR3's baseline instead: the same U-Net predicting the image from the low-res input in one
-pass (MSE, no noise anywhere). Loss per step otherwise: the
+SR3's regression model instead: the same U-Net predicting the image from the low-res input
+in one pass (MSE), the input augmented as below unless sr_aug_max is 0. Loss per step otherwise: the
 diffusion loss of the high-resolution image (as for text-to-image), with the low-res
 input noised by the forward process at a random level t_aug ~ U{0..sr_aug_max (T-1)} and both given
 to the denoiser: cond = {low_res: q_sample(low, t_aug), noise_level: t_aug}
@@ -97,10 +97,14 @@ class SRTask:
         x0, low = self.pair(batch["image"], gen)
         x0, low = x0.to(dev), low.to(dev)
         b, T = x0.shape[0], self.schedule.num_train_timesteps
-        if cfg.sr_regression:  # the image from the low-res input alone, in one pass
+        if cfg.sr_regression:  # the image from the (augmented) low-res input alone, in one pass
             zero = torch.zeros(b, dtype=torch.long, device=dev)
+            cond = {"low_res": low, "noise_level": zero}
+            if cfg.sr_aug_max > 0:
+                t_aug = torch.randint(0, noise_timestep(cfg.sr_aug_max, T) + 1, (b,), generator=gen).to(dev)
+                cond = sr_condition(low, t_aug, torch.randn(low.shape, generator=gen).to(dev), self.schedule)
             with autocast:
-                pred = trained(torch.zeros_like(x0), zero, {"low_res": low, "noise_level": zero})
+                pred = trained(torch.zeros_like(x0), zero, cond)
             return F.mse_loss(pred.float(), x0), {}
         t = torch.randint(0, T, (b,), generator=gen).to(dev)
         noise = torch.randn(x0.shape, generator=gen).to(dev)
@@ -124,7 +128,8 @@ class SRTask:
         regression = cfg.sr_regression
         defaults = SamplingDefaults(sampler="regression" if regression else "ddim",
                                     size=self.side, steps=1 if regression else cfg.sample_steps, cfg=1.0, clip_x0=1.0,
-                                    scale=cfg.scale, sr_noise=0.0 if regression else cfg.sr_noise)
+                                    scale=cfg.scale,
+                                    sr_noise=0.0 if regression and cfg.sr_aug_max == 0 else cfg.sr_noise)
         return SuperResolution(averaged(model, ema).denoiser.cpu(), None, self.schedule, defaults)
 
     def export(self, run: Path, model, ema) -> Path:
