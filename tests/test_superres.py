@@ -143,6 +143,12 @@ def test_reconstruction_scores_against_closed_forms():
     assert shifted["psnr"] == pytest.approx(20.0, abs=1e-6) and shifted["edge_energy"] == pytest.approx(1.0)
     flat = reconstruction_scores(torch.zeros_like(truth), truth)
     assert flat["edge_energy"] == 0
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    many = torch.rand(40, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1  # more than one chunk
+    whole = structural_similarity_index_measure((many.double() + 1) / 2, (truth[:1].expand_as(many).double() + 1) / 2,
+                                                data_range=1.0)
+    assert reconstruction_scores(many, truth[:1].expand_as(many))["ssim"] == pytest.approx(whole.item(), rel=1e-9)
 
 
 def test_gen_eval_sr_reports_the_stage_and_bicubic(reference, capsys):
