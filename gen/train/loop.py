@@ -323,8 +323,8 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
                     metrics[name] = metrics.get(name, 0.0) + value / len(parts)
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            overflow = scaler.is_enabled() and torch.isfinite(loss) and not torch.isfinite(grad_norm)
-            if not overflow and not (torch.isfinite(loss) and torch.isfinite(grad_norm)):  # all-reduced: every rank stops here
+            overflow = scaler.is_enabled() and torch.isfinite(loss) and not torch.isfinite(grad_norm)  # fp16: skip
+            if not overflow and not (torch.isfinite(loss) and torch.isfinite(grad_norm)):  # all-reduced: all stop
                 what = (f"the loss became {loss.item()}" if not torch.isfinite(loss)
                         else f"the gradient norm became {grad_norm.item()}")
                 path = save(step) or run / "checkpoints"
