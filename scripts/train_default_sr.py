@@ -41,13 +41,13 @@ DIFFUSION = dict(sr_regression=False, loss_weighting="uniform", sample_steps=10,
 PLAIN = dict(sr_aug_max=0.0, sr_noise=0.0)
 
 
-def ship(stage: Path) -> Path:
+def ship(stage: Path, sr_noise: float | None = None) -> Path:
     """Copy a trained stage into the package as the default SR stage (weights in float16,
     its card beside them), and make the shipped default a cascade of the image base and it:
     a folder that names both shipped stages (gen/weights/toy-cascade) and copies neither."""
     from gen.pipeline import Cascade, Pipeline, SuperResolution, install, weights
 
-    install(stage, NAME)
+    install(stage, NAME, defaults=None if sr_noise is None else {"sr_noise": sr_noise})
     cascade = Cascade(Pipeline.from_pretrained(BASE), [SuperResolution.from_pretrained(NAME)], name=CASCADE)
     target = cascade.save_pretrained(weights.WEIGHTS_DIR / CASCADE, overwrite=True, shipped=True)
     (weights.WEIGHTS_DIR / weights.DEFAULT_FILES["image"]).write_text(CASCADE + "\n")
@@ -70,9 +70,10 @@ def main() -> None:
                         help="train the x0 diffusion stage instead (for the comparison)")
     parser.add_argument("--plain", action="store_true", help="the regression model without augmentation")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained stage into gen/weights")
+    parser.add_argument("--sr-noise", type=float, default=None, help="with --ship: the stage's default level")
     args = parser.parse_args()
     if args.ship:
-        print(ship(args.ship))
+        print(ship(args.ship, args.sr_noise))
         return
     from gen.train import TrainConfig, train
 

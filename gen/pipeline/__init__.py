@@ -79,16 +79,20 @@ def load(name_or_path: str = "default", kind: str | None = None, device="cpu", d
 
 
 def install(source, name: str, extras: tuple[str, ...] = ("README.md", "samples.png", "samples.gif"),
-            **save) -> Path:
+            defaults: dict | None = None, **save) -> Path:
     """Copy a trained pipeline folder into the package as the shipped default of its kind:
     weights in float16 (`save` goes to save_pretrained, e.g. base=...), its card and samples
-    beside them, and the kind's DEFAULT file naming it."""
+    beside them, and the kind's DEFAULT file naming it. `defaults` replaces sampling
+    defaults (e.g. the measured best sr_noise)."""
     import shutil
+    from dataclasses import replace
 
     from gen.pipeline import weights
 
     source = Path(source)
     pipe = load(str(source))
+    if defaults:
+        pipe.defaults = replace(pipe.defaults, **defaults)
     target = weights.WEIGHTS_DIR / name
     pipe.save_pretrained(target, overwrite=True, **{"dtype": torch.float16, **save})
     for extra in extras:
