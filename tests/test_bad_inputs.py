@@ -351,7 +351,7 @@ CASES = {
     ],
     "upscale": [
         ("upscale", "the following arguments are required: IMAGE"),
-        ("upscale {small}", "no super-resolution stage ships"),
+        ("upscale {small} --scale 2", "upscales by 4"),  # the shipped stage
         ("upscale {notpng} --model {sr}", "not an image file"),
         ("upscale {root}/missing.png --model {sr}", "no such file"),
         ("upscale {small} --model {sr} --scale 2", "upscales by 4"),
