@@ -171,3 +171,19 @@ def test_compute_precision_resolves_auto_and_refuses_other_values():
         assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.float32
     with pytest.raises(GenError, match="--precision must be one of auto, bf16, fp32, got 'fp16'"):
         compute_precision("fp16", cpu)
+
+
+def test_a_cascade_keeps_its_own_sampling_defaults_for_its_base(tmp_path):
+    """The shipped cascade samples its base faster than the base's own folder says (issue 16's
+    warm time); the override lives in the cascade's model_index.json and round-trips."""
+    from gen.pipeline import Cascade, Pipeline
+
+    cascade = Pipeline.from_pretrained("default")
+    assert isinstance(cascade, Cascade) and cascade.base_defaults == {"sampler": "dpm++2m", "steps": 12}
+    assert (cascade.base.defaults.sampler, cascade.base.defaults.steps) == ("dpm++2m", 12)
+    assert Pipeline.from_pretrained("toy-image-dit").defaults.steps == 25  # the base's own folder is untouched
+    cascade.set_base_defaults(steps=8)
+    again = Cascade.from_pretrained(str(cascade.save_pretrained(tmp_path / "mine", shipped=True)))
+    assert (again.base.defaults.sampler, again.base.defaults.steps) == ("dpm++2m", 8)
+    with pytest.raises(GenError, match="'stepz' is not a sampling default"):
+        again.set_base_defaults(stepz=3)

@@ -43,6 +43,20 @@ class Cascade:
                 raise GenError(f"cascade stage {k + 1} takes {stage.denoiser.config.in_channels}-channel images "
                                f"but the stage before it gives {channels}")
         self.base, self.stages, self.name = base, list(stages), name
+        self.base_defaults: dict = {}  # the cascade's own sampling settings for its base (saved with it)
+
+    def set_base_defaults(self, **changes) -> None:
+        """Sample the base with these defaults in this cascade (e.g. sampler, steps), the
+        base's own folder untouched; they are saved in the cascade's model_index.json."""
+        from dataclasses import fields
+
+        known = {f.name for f in fields(self.base.defaults)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise GenError(f"base_defaults: {unknown[0]!r} is not a sampling default; "
+                           f"known: {', '.join(sorted(known))}")
+        self.base.defaults = replace(self.base.defaults, **changes)
+        self.base_defaults = {**self.base_defaults, **changes}
 
     @property
     def sizes(self) -> list[int]:
@@ -137,6 +151,8 @@ class Cascade:
                     stage.save_pretrained(tmp / folder, dtype=dtype)
                     entries.append(folder)
             index = {"_class": "Cascade", "kind": "image", "format": FORMAT, "stages": entries}
+            if self.base_defaults:
+                index["base_defaults"] = self.base_defaults
             (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
         return write_folder(path, overwrite, fill)
@@ -174,7 +190,13 @@ class Cascade:
             raise GenError(f"{path / INDEX}: 'stages' must list the stage subfolders, base first; got {stages!r}")
         base = Pipeline.from_pretrained(where(stages[0]), device=device, dtype=dtype)
         rest = [SuperResolution.from_pretrained(where(s), device=device, dtype=dtype) for s in stages[1:]]
-        return cls(base, rest, name=name or str(path))
+        cascade = cls(base, rest, name=name or str(path))
+        overrides = index.get("base_defaults", {})
+        if not isinstance(overrides, dict):
+            raise GenError(f"{path / INDEX}: 'base_defaults' must map sampling defaults to values, got {overrides!r}")
+        if overrides:
+            cascade.set_base_defaults(**overrides)
+        return cascade
 
 
 __all__ = ["Cascade"]
