@@ -99,11 +99,13 @@ class SuperResolution(Pipeline):
             aug.append(torch.randn(low.shape[1:], generator=g))
         aug = torch.stack(aug).to(self.device)
         t = torch.full((low.shape[0],), t_aug, dtype=torch.long, device=self.device)
-        cond = sr_condition(low.to(self.device).float(), t, aug, self.schedule)
+        clean = low.to(self.device).float()
+        if self.regression and level == 0:  # as trained without augmentation: the input itself
+            cond = {"low_res": clean, "noise_level": torch.zeros_like(t)}
+        else:
+            cond = sr_condition(clean, t, aug, self.schedule)
         if self.regression:
             zero = torch.zeros(low.shape[0], dtype=torch.long, device=self.device)
-            if level == 0:  # as trained without augmentation: the input itself
-                cond = {"low_res": low.to(self.device).float(), "noise_level": zero}
             with torch.no_grad(), self.autocast():
                 out = self.denoiser(torch.zeros((*low.shape[:2], h, w), dtype=dtype, device=self.device), zero,
                                     {k: v.to(dtype) if v.is_floating_point() else v for k, v in cond.items()})
