@@ -79,6 +79,10 @@ class ImageVAE(ConfiguredModule):
     def latent_channels(self) -> int:
         return self.config.latent_channels
 
+    @property
+    def image_channels(self) -> int:
+        return self.config.in_channels
+
     def _check(self, x: torch.Tensor) -> None:
         f = self.config.factor
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:

@@ -69,3 +69,35 @@ positive_number = number(0, low_open=True)
 frames = integer(1, MAX_FRAMES)
 pixels = integer(1, MAX_SIDE)
 workers = integer(0, 64)
+
+
+def read_image(path: str, flag: str = "--init-image", size: int | None = None, mask: bool = False):
+    """An image file as a float tensor (1, 3, H, W) in [-1, 1] (a mask: (1, 1, H, W) of 0 and
+    1, white = 1), resized to size x size when given (said once on stderr); a GenError naming
+    the file when it is missing or not an image."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from gen.errors import GenError
+
+    file = Path(path)
+    if not file.is_file():
+        raise GenError(f"{flag} {path} does not exist; check the path")
+    try:
+        with Image.open(file) as im:
+            im = im.convert("L" if mask else "RGB")
+            if size is not None and im.size != (size, size):
+                print(f"gen: {flag} {path} is {im.size[0]}x{im.size[1]}: resized to {size}x{size}", file=sys.stderr)
+                im = im.resize((size, size), Image.NEAREST if mask else Image.BICUBIC)
+            pixels = np.asarray(im)
+    except (UnidentifiedImageError, OSError) as err:
+        raise GenError(f"{flag} {path} is not a readable image ({err.__class__.__name__}); "
+                       "give a PNG, JPEG or similar") from None
+    x = torch.from_numpy(pixels.copy()).float()
+    if mask:
+        return (x >= 128).float()[None, None]
+    return (x.permute(2, 0, 1) / 127.5 - 1)[None]

@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cascade: augmentation level of each super-resolution stage's input, 0-1")
     parser.add_argument("--sr-steps", type=types.integer(1, 1000), default=None,
                         help="cascade: sampling steps of each super-resolution stage")
+    parser.add_argument("--init-image", metavar="IMAGE",
+                        help="image-to-image: start from this picture, noised to --strength (resized to the output)")
+    parser.add_argument("--strength", type=types.number(0, 1), default=None,
+                        help="with --init-image: how much is redrawn, 0 (the image) to 1 (anew); default 0.8, "
+                             "1 with --mask")
+    parser.add_argument("--mask", metavar="MASK",
+                        help="with --init-image: inpaint, redrawing where the mask is white and keeping the rest")
     parser.add_argument("--from", dest="from_png", metavar="IMAGE.png",
                         help="regenerate from the parameters stored in a PNG made by gen (flags override)")
     parser.add_argument("--download", action="store_true",
@@ -89,7 +96,8 @@ def _targets(args, prompt: str) -> tuple[Path, str, str]:
 
 # What a PNG's "gen" chunk may set, with the type each value must have.
 FROM_KEYS = {"prompt": str, "seed": int, "steps": int, "sampler": str, "cfg": (int, float), "negative": str,
-             "model": str, "dtype": str, "precision": str, "size": int, "sr_noise": (int, float), "sr_steps": int}
+             "model": str, "dtype": str, "precision": str, "size": int, "sr_noise": (int, float), "sr_steps": int,
+             "init_image": str, "mask": str, "strength": (int, float)}
 
 
 def _from_png(args) -> None:
@@ -135,6 +143,11 @@ def _from_png(args) -> None:
                        f"{', '.join(PRECISIONS)}")
     if "--seed" not in given and "seed" in params:
         args.seed = params["seed"]
+    for key, flag in (("init_image", "--init-image"), ("mask", "--mask")):
+        if params.get(key) and getattr(args, key) is None:
+            raise GenError(f"--from {args.from_png} was drawn from {flag} {params[key]!r}: give it again with {flag}")
+    if "--strength" not in given and isinstance(params.get("strength"), (int, float)) and args.init_image:
+        args.strength = params["strength"]
     if "--model" not in given:
         from gen.pipeline import is_local_model
 
@@ -149,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gen.pipeline import Cascade, Pipeline, to_uint8
+    from gen.pipeline.image import edit_strength
     from gen.runtime import resolve_device
     from gen.video_io import write_png
 
@@ -172,18 +186,30 @@ def run(args: argparse.Namespace) -> int:
     if cascade and not isinstance(pipe, Cascade):
         raise GenError(f"--{next(iter(cascade)).replace('_', '-')} is for a cascade (a base and super-resolution "
                        f"stages); {args.model} is a single pipeline")
+    if (args.strength is not None or args.mask) and not args.init_image:
+        raise GenError(f"{'--strength' if args.strength is not None else '--mask'} edits an image: "
+                       f"give it with --init-image")
+    edit = {}
+    if args.init_image:
+        out_size = args.size or pipe.defaults.size
+        edit = {"init": types.read_image(args.init_image, "--init-image", out_size), "strength": args.strength,
+                "mask": types.read_image(args.mask, "--mask", out_size, mask=True) if args.mask else None}
     seeds = [args.seed + k for k in range(args.n)]
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
         images = to_uint8(pipe.generate([prompt] * args.n, seeds, steps=args.steps, sampler=args.sampler,
-                                        cfg=args.cfg, negative=args.negative, size=args.size, **cascade))
+                                        cfg=args.cfg, negative=args.negative, size=args.size, **cascade,
+                                        **edit))
     timings["generate"] = time.perf_counter() - t0
     d = pipe.defaults
     params = {"prompt": prompt, "seed": args.seed, "steps": args.steps or d.steps, "sampler": args.sampler or d.sampler,
               "cfg": d.cfg if args.cfg is None else args.cfg, "negative": args.negative or "", "model": args.model,
               "dtype": args.dtype, "precision": pipe.compute_precision, "size": images.shape[1]}
+    if args.init_image:
+        params.update(init_image=args.init_image, mask=args.mask or "",
+                      strength=edit_strength(args.strength, args.mask is not None))
     if isinstance(pipe, Cascade):  # every stage's parameters; sr_noise / sr_steps as given, for --from
         params.update(cascade, stages=pipe.stage_parameters(**cascade)[:pipe.stages_for(images.shape[1])])
     from gen import __version__

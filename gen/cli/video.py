@@ -65,24 +65,6 @@ def _target(args) -> Path:
     return free_path(folder / name)
 
 
-def read_init_image(path: str):
-    """An image file as a float tensor (3, H, W) in [-1, 1], or a GenError naming the file."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    file = Path(path)
-    if not file.is_file():
-        raise GenError(f"--init-image {path} does not exist; check the path")
-    try:
-        with Image.open(file) as im:
-            pixels = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise GenError(f"--init-image {path} is not a readable image ({err.__class__.__name__}); "
-                       "give a PNG, JPEG or similar") from None
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -94,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     path = _target(args)
     if args.format == "mp4":
         import_av()  # fail before generating
-    init = read_init_image(args.init_image) if args.init_image else None
+    init = types.read_image(args.init_image)[0] if args.init_image else None
     device = resolve_device(args.device)
 
     timings = {}

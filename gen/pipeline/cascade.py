@@ -104,15 +104,36 @@ class Cascade:
 
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None, sampler: str | None = None,
                  cfg: float | None = None, negative: str | None = None, size: int | None = None,
-                 sr_noise: float | None = None, sr_steps: int | None = None, callback=None) -> torch.Tensor:
+                 sr_noise: float | None = None, sr_steps: int | None = None, callback=None,
+                 init: torch.Tensor | None = None, strength: float | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1]: the base's `steps`/`sampler`/`cfg`, then each stage
-        at its own defaults (`sr_noise` and `sr_steps` override every stage's)."""
+        at its own defaults (`sr_noise` and `sr_steps` override every stage's).
+
+        `init`, `strength` and `mask` (at the output size; see Pipeline.generate) edit an
+        image: the base redraws a copy box-downsampled to its size, the stages enlarge it, and
+        the result keeps `init` exactly where `mask` is 0 (and everywhere at strength 0)."""
+        from gen.pipeline.image import check_edit
+        from gen.pipeline.superres import box_downsample
+
         count = self.stages_for(size)
+        out_size = self.sizes[count]
+        edit = check_edit(init, strength, mask, len(prompts), 3, out_size)
+        if edit is not None:
+            init, strength, mask = edit
+            init, mask = init.to(self.device), None if mask is None else mask.to(self.device)
+            factor = out_size // self.sizes[0]
+            base_edit = {"init": box_downsample(init, factor), "strength": strength,
+                         "mask": None if mask is None else box_downsample(mask, factor).ceil()}
+            if strength == 0:
+                return init.expand(len(prompts), *init.shape[1:])
+        else:
+            base_edit = {}
         x = self.base.generate(prompts, seeds, steps=steps, sampler=sampler, cfg=cfg, negative=negative,
-                               callback=callback)
+                               callback=callback, **base_edit)
         for stage in self.stages[:count]:
             x = stage.upscale(x, seeds, steps=sr_steps, sr_noise=sr_noise)
-        return x
+        return x if edit is None or mask is None else torch.lerp(init, x, mask)
 
     def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list:
         """PIL images for `prompt` (n of each); image k of a prompt uses seed + k."""

@@ -97,8 +97,14 @@ class DiffusersVAE(nn.Module):
         conf = vae.config
         self.scale_factor = 2 ** (len(conf.block_out_channels) - 1)
         self.latent_channels = conf.latent_channels
+        self.image_channels = conf.in_channels
         self.scaling_factor = conf.scaling_factor
         self.shift_factor = getattr(conf, "shift_factor", None) or 0.0
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] -> the denoiser's latents: the posterior's mean, shifted and scaled."""
+        z = self.model.encode(x.to(self.model.dtype)).latent_dist.mode()
+        return (z.float() - self.shift_factor) * self.scaling_factor
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         z = z / self.scaling_factor + self.shift_factor  # (B, 4, H/8, W/8)

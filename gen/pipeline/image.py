@@ -44,7 +44,8 @@ class Pipeline:
 
     `vae`: None for a pixel-space denoiser; otherwise the denoiser works on latents and
     the VAE is any object with `decode(latents) -> pixels in [-1, 1]`, `scale_factor`
-    (pixels per latent along each side) and `latent_channels`.
+    (pixels per latent along each side), `latent_channels`, `image_channels` and, for
+    image-to-image, `encode(pixels) -> latents`.
     `null_conditioning`: the unconditional half of classifier-free guidance.
     "learned": cond["null"] flags the rows whose text the denoiser swaps for its learned
     null embedding (gen's own models). "empty_prompt": the text encoder's embedding of ""
@@ -172,6 +173,11 @@ class Pipeline:
         return next(self.denoiser.parameters()).device
 
     @property
+    def image_channels(self) -> int:
+        """Channels of the pictures drawn: the denoiser's, or the VAE's pixels'."""
+        return self.denoiser.config.in_channels if self.vae is None else self.vae.image_channels
+
+    @property
     def compute_precision(self) -> str:
         """What `precision` resolves to on this pipeline's device: "bf16" or "fp32"."""
         from gen.runtime import compute_precision
@@ -199,11 +205,50 @@ class Pipeline:
 
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None, sampler: str | None = None,
                  cfg: float | None = None, negative: str | None = None, size: int | None = None,
-                 callback=None) -> torch.Tensor:
-        """Images (B, C, H, W) in [-1, 1]; image i starts from noise seeded by seeds[i]."""
-        x_T = self.noise(seeds, self.latent_shape(size or self.defaults.size))
-        x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback)
-        return self.decode(x0).clamp(-1, 1)
+                 callback=None, init: torch.Tensor | None = None, strength: float | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1]; image i starts from noise seeded by seeds[i].
+
+        `init` (image-to-image, SDEdit: Meng et al. 2022): pixels (B or 1, C, H, W) in [-1, 1]
+        at the output size, noised to the level `strength` in [0, 1] reaches (default 0.8;
+        1 with a mask) and denoised from there: only the last round(steps * strength) of the
+        sampler's steps run, so strength 0 returns `init` and 1 draws anew. `mask` (inpainting):
+        (B or 1, 1, H, W), 1 where the picture is redrawn, 0 where `init` is kept; the kept
+        region is held at its clean value in every step's x_0 (the samplers' `known`) and is
+        `init`'s exactly in the result.
+        """
+        size = size or self.defaults.size
+        edit = check_edit(init, strength, mask, len(prompts), self.image_channels, size)
+        x_T = self.noise(seeds, self.latent_shape(size))
+        if edit is None:
+            return self.decode(self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback)).clamp(-1, 1)
+        init, strength, mask = edit
+        init, mask = init.to(self.device), None if mask is None else mask.to(self.device)
+        steps, sampler, cfg = self.check_sampling(steps, sampler, cfg)
+        from samplers import make_timesteps, q_sample
+
+        timesteps = make_timesteps(self.schedule.num_train_timesteps, steps, self.defaults.spacing, self.schedule)
+        timesteps = timesteps[len(timesteps) - round(steps * strength):]
+        if timesteps:
+            z0 = self.encode(init).expand_as(x_T)
+            t = torch.full((len(prompts),), timesteps[0], dtype=torch.long, device=self.device)
+            known = None
+            if mask is not None:
+                keep = 1 - torch.nn.functional.interpolate(mask, size=x_T.shape[-2:], mode="area").round()
+                known = (z0, keep)
+            x0 = self.denoise(prompts, q_sample(z0, t, x_T, self.schedule), sampler=sampler, cfg=cfg,
+                              negative=negative, callback=callback, timesteps=timesteps, known=known)
+            out = self.decode(x0).clamp(-1, 1)
+        else:  # strength too small for one step: nothing is redrawn
+            out = init.expand(len(prompts), *init.shape[1:])
+        return out if mask is None else torch.lerp(init, out, mask)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] as the denoiser's x_0: the VAE's (mean) latents, or the pixels themselves."""
+        if self.vae is None:
+            return images.float()
+        with torch.no_grad():
+            return self.vae.encode(images.to(self.device)).float()
 
     def noise(self, seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
         """x_T: one standard normal sample of `shape` per seed (drawn on the CPU: the same on any device)."""
@@ -227,8 +272,10 @@ class Pipeline:
         return steps, sampler, cfg
 
     def denoise(self, prompts: list[str], x_T: torch.Tensor, steps: int | None = None, sampler: str | None = None,
-                cfg: float | None = None, negative: str | None = None, callback=None) -> torch.Tensor:
-        """Run the sampler from x_T with text guidance; returns x_0 (pixels or latents)."""
+                cfg: float | None = None, negative: str | None = None, callback=None, timesteps=None,
+                known=None) -> torch.Tensor:
+        """Run the sampler from x_T with text guidance; returns x_0 (pixels or latents).
+        `timesteps` (the sampler's, from the first; replaces `steps`) and `known` go to `samplers.sample`."""
         from samplers import CFG, sample
 
         steps, sampler, cfg = self.check_sampling(steps, sampler, cfg)
@@ -256,8 +303,9 @@ class Pipeline:
             return self.denoiser(x.to(dtype), t, c).float()
 
         with torch.no_grad(), self.autocast():
-            x0 = sample(model, x_T, self.schedule, method=sampler, steps=steps, spacing=d.spacing,
-                        clip_x0=d.clip_x0, cond=cond, guidance=guidance, callback=callback)
+            spaced = {"steps": steps, "spacing": d.spacing} if timesteps is None else {"timesteps": timesteps}
+            x0 = sample(model, x_T, self.schedule, method=sampler, **spaced, clip_x0=d.clip_x0, cond=cond,
+                        guidance=guidance, callback=callback, known=known)
         assert x0.shape[0] == batch
         return x0
 
@@ -292,6 +340,35 @@ class Pipeline:
         images = self.generate(prompts, seeds, **kwargs)
         return [Image.fromarray(a) for a in to_uint8(images)]
 
+
+
+def edit_strength(strength: float | None, inpainting: bool) -> float:
+    """The strength an edit runs at: the one given, else 0.8 (1 when inpainting), as diffusers'."""
+    return strength if strength is not None else 1.0 if inpainting else 0.8
+
+
+def check_edit(init, strength, mask, batch: int, channels: int, size: int):
+    """None (text to image), or (init, strength, mask) checked: init (B or 1, C, size, size)
+    in [-1, 1], strength in [0, 1] (default 0.8, or 1 with a mask), mask (B or 1, 1, size, size)
+    of 0 and 1 (rounded), or None."""
+    if init is None:
+        if strength is not None or mask is not None:
+            raise GenError("--strength and --mask edit an image: give it with --init-image")
+        return None
+    strength = edit_strength(strength, mask is not None)
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise GenError(f"--strength must be between 0 (keep the image) and 1 (draw anew), got {strength!r}")
+    for name, value, c in (("init image", init, channels), ("mask", mask, 1)):
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[0] not in (1, batch) \
+                or tuple(value.shape[1:]) != (c, size, size):
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise GenError(f"the {name} must be a tensor (1 or {batch}, {c}, {size}, {size}) at the output size, "
+                           f"got {got}; resize it first")
+    init = init.float().clamp(-1, 1)
+    mask = None if mask is None else mask.float().clamp(0, 1).round()
+    return init, float(strength), mask
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
