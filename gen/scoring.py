@@ -20,6 +20,7 @@ so Python and the command line give the same numbers.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import warnings
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gen.errors import GenError
+
+log = logging.getLogger(__name__)
 
 STATS_FORMAT = "gen-feature-stats/1"
 
@@ -103,7 +106,7 @@ class Session:
     def warn(self, key: str, message: str) -> None:
         if key not in self.said:
             self.said.add(key)
-            print(f"gen: warning: {message}", file=sys.stderr)
+            log.warning("%s", message)
 
     def saw(self, size: tuple[int, int], where, rule: str) -> None:
         """Note an image size; the first time a second size shows up, say how images are resized."""

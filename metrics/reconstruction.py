@@ -109,8 +109,16 @@ def lpips_network(device: torch.device | str = "cpu", weights: str | Path | None
         if missing_ok and weights is None:
             return None
         raise
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
+    # torchmetrics' public LPIPS (LearnedPerceptualImagePatchSimilarity) builds its backbone with
+    # torchvision's download and takes no weights file, so the network class behind it is used:
+    # its packaged v0.1 heads, a random backbone, and the backbone file resolved above.
+    try:
+        from torchmetrics.functional.image.lpips import _NoTrainLpips
+    except ImportError:
+        import torchmetrics
 
+        raise ImportError(f"torchmetrics {torchmetrics.__version__} no longer has the LPIPS network gen builds on; "
+                          f"install torchmetrics>=1.4,<2") from None
     network = _NoTrainLpips(net=net, pretrained=True, pnet_rand=True)  # heads loaded, backbone random
     state = load_state_dict(path)  # torchvision keys: features.{i}.weight / .bias (classifier ignored)
     slices = [getattr(network.net, f"slice{k}") for k in range(1, 6)]

@@ -71,7 +71,6 @@ class VideoVAE(ConfiguredModule):
     def __init__(self, config: VideoVAEConfig):
         super().__init__(config)
         from diffusers import AutoencoderKLWan
-        from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 
         sf, tf, channels = config.spatial_factor, config.temporal_factor, tuple(config.channels)
         if sf not in SPATIAL_FACTORS:
@@ -92,8 +91,9 @@ class VideoVAE(ConfiguredModule):
             in_channels=config.in_channels, out_channels=config.in_channels,
             latents_mean=[0.0] * config.latent_channels, latents_std=[1.0] * config.latent_channels,
             scale_factor_temporal=tf, scale_factor_spatial=sf)
-        self._encoder_convs = sum(isinstance(m, WanCausalConv3d) for m in self.model.encoder.modules())
-        self._decoder_convs = sum(isinstance(m, WanCausalConv3d) for m in self.model.decoder.modules())
+        # The streaming caches hold one entry per causal 3D conv (every Conv3d in Wan's encoder and decoder).
+        self._encoder_convs = sum(isinstance(m, torch.nn.Conv3d) for m in self.model.encoder.modules())
+        self._decoder_convs = sum(isinstance(m, torch.nn.Conv3d) for m in self.model.decoder.modules())
 
     @property
     def scale_factor(self) -> int:
@@ -130,19 +130,19 @@ class VideoVAE(ConfiguredModule):
                              f"by the spatial factor {sf}; resize or crop to a multiple of {sf}")
 
     def posterior(self, x: torch.Tensor):
-        """The diagonal Gaussian q(z | x) (diffusers' DiagonalGaussianDistribution), unscaled.
+        """The diagonal Gaussian q(z | x), unscaled.
 
         The encoder sees frame 0 alone, then each group of temporal_factor frames, with
-        the causal convs' feature cache carried between steps; gradients flow through it."""
-        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
+        the causal convs' feature cache carried between steps; gradients flow through it.
+        (diffusers' public `AutoencoderKLWan.encode` steps by Wan's 4 frames, which gives
+        other frame counts for temporal factors other than 4.)"""
         self._check(x)
         encoder, cache = self.model.encoder, [None] * self._encoder_convs
         steps = [x[:, :, :1]]  # frame 0 alone, then groups of temporal_factor frames
         if x.shape[2] > 1:
             steps += x[:, :, 1:].split(self.temporal_factor, dim=2)
         h = torch.cat([encoder(step, feat_cache=cache, feat_idx=[0]) for step in steps], dim=2)
-        return DiagonalGaussianDistribution(self.model.quant_conv(h))  # (B, 2C, 1 + k, H/f, W/f)
+        return DiagonalGaussian(self.model.quant_conv(h))  # moments (B, 2C, 1 + k, H/f, W/f)
 
     def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """Scaled latents (B, C, 1 + k, H/f, W/f): the posterior mean (or a sample), (z - shift) * scale."""
@@ -196,6 +196,23 @@ class VideoVAE(ConfiguredModule):
         shift, scale = zs.mean().item(), 1.0 / zs.std().item()
         self.config = dataclasses.replace(self.config, scaling_factor=scale, shift_factor=shift)
         return scale, shift
+
+
+class DiagonalGaussian:
+    """N(mean, exp(logvar)) from encoder moments (B, 2C, ...): mean first, log-variance
+    second along dim 1, the log-variance clamped to [-30, 20] (the KL-autoencoder convention,
+    Rombach et al. 2022)."""
+
+    def __init__(self, moments: torch.Tensor):
+        self.mean, logvar = moments.chunk(2, dim=1)
+        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+        self.var = self.std * self.std
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        device = self.mean.device if generator is None else generator.device  # drawn where the generator lives
+        noise = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
+        return self.mean + self.std * noise.to(self.mean.device)
 
 
 def create_video_vae(**overrides) -> VideoVAE:

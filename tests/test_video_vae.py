@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import models
 from models.base import config_from_dict, config_to_dict
-from models.video_vae import VideoVAE, VideoVAEConfig, create_video_vae, temporal_downsample
+from models.video_vae import DiagonalGaussian, VideoVAE, VideoVAEConfig, create_video_vae, temporal_downsample
 
 TINY = dict(channels=(16, 32, 32), latent_channels=4)  # spatial 4x
 
@@ -219,3 +219,24 @@ def test_short_overfit_learns_the_clips():
     assert end < start / 15, (start, end)
     assert end < mean_colour / 5, (mean_colour, end)  # the squares themselves are reconstructed
     assert F.mse_loss(image, x[:, :, :1]).item() < mean_colour / 5
+
+
+def test_the_posterior_is_diffusers_diagonal_gaussian():
+    """models.video_vae.DiagonalGaussian against diffusers' own DiagonalGaussianDistribution
+    (a module diffusers does not export, read here as the reference only)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    moments = torch.randn(2, 8, 3, 4, 4) * 20  # log-variances past both clamps
+    ours, ref = DiagonalGaussian(moments), DiagonalGaussianDistribution(moments)
+    for name in ("mean", "logvar", "std", "var"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name))
+    torch.testing.assert_close(ours.sample(torch.Generator().manual_seed(3)),
+                               ref.sample(torch.Generator().manual_seed(3)))
+
+
+def test_the_streaming_caches_count_every_causal_conv():
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    vae = models.create_video_vae(spatial_factor=4, temporal_factor=2)
+    for part, count in ((vae.model.encoder, vae._encoder_convs), (vae.model.decoder, vae._decoder_convs)):
+        assert count == sum(isinstance(m, WanCausalConv3d) for m in part.modules()) > 0

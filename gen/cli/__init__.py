@@ -11,6 +11,7 @@ and `--seed` are accepted before or after the subcommand; bad input prints one l
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from gen import __version__
@@ -69,7 +70,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr(logging.Handler):
+    """The libraries' log records as `gen: ...` lines on stderr (the stream of the moment, so
+    a redirected sys.stderr gets them): warnings as `gen: warning: ...`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "warning: " if record.levelno == logging.WARNING else "error: " if record.levelno > logging.WARNING \
+            else ""
+        print(f"gen: {level}{record.getMessage()}", file=sys.stderr)
+
+
+LIBRARIES = ("gen", "models", "samplers", "metrics")  # the packages whose loggers the command line shows
+
+
+def _show_logs() -> None:
+    for name in LIBRARIES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _Stderr) for h in logger.handlers):
+            logger.addHandler(_Stderr())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    _show_logs()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

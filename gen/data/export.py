@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import numbers
 import os
 import shutil
 import stat
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +56,8 @@ from gen import __version__
 from gen.errors import GenError, read_json
 from gen.lock import LOCK_NAME, output_lock
 from gen.runtime import MAX_FRAMES, MAX_SIDE
+
+log = logging.getLogger(__name__)
 
 CARD = "gen-dataset.json"
 METADATA = "metadata.jsonl"
@@ -182,8 +184,7 @@ def _report_kept(out: Path, kept: list[str]) -> None:
     counts = [f"{n} {word}{'s' if n != 1 else ''}" for n, word in ((len(kept) - folders, "file"), (folders, "folder"))
               if n]
     shown = ", ".join(k if k.isprintable() else ascii(k) for k in kept[:5]) + (", ..." if len(kept) > 5 else "")
-    print(f"gen: kept {' and '.join(counts)} in {out} not written by gen data (or changed since): {shown}",
-          file=sys.stderr)
+    log.warning("kept %s in %s not written by gen data (or changed since): %s", " and ".join(counts), out, shown)
 
 
 # ---------------------------------------------------------------- writing

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import signal
@@ -34,6 +35,8 @@ from gen.train import fast, report
 from gen.train.config import TrainConfig
 from gen.train.ema import EMA
 from gen.train.diffusion import TextToImageModel  # noqa: F401  (re-exported: tests patch it here)
+
+log = logging.getLogger(__name__)
 
 
 def sample_indices(n: int, seed: int, start: int, count: int) -> list[int]:
@@ -364,12 +367,12 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
                 torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)
             if over.item():
                 if rank == 0:
-                    print(f"stopping at step {step}: --max-minutes {cfg.max_minutes} reached")
+                    log.info("stopping at step %d: --max-minutes %s reached", step, cfg.max_minutes)
                 break
     except KeyboardInterrupt:
         path = save(step)
         if rank == 0:
-            print(f"interrupted at step {step}; saved {path}. Continue with --resume.")
+            log.warning("interrupted at step %d; saved %s. Continue with --resume.", step, path)
         raise
     finally:
         bar.close()

@@ -11,6 +11,7 @@ Export: the EMA autoencoder with its latent scale and shift measured on training
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 
 from gen.errors import GenError
 from gen.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 SCALING_SAMPLES = 512
 
@@ -31,7 +34,7 @@ class VAETask:
         self.cfg, self.device = cfg, device
         self.lpips = lpips_network(device) if cfg.lpips_weight > 0 else None
         if cfg.lpips_weight > 0 and self.lpips is None:
-            print(f"LPIPS term off: its AlexNet weights are not at {alexnet_weights_path()}")
+            log.warning("LPIPS term off: its AlexNet weights are not at %s", alexnet_weights_path())
 
     def build(self):
         import models
