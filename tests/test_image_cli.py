@@ -147,3 +147,34 @@ def test_the_shipped_default_runs_from_python_and_the_cli(tmp_path, capsys):
     assert len(images) == 1 and images[0].size == (pipe.defaults.size,) * 2 == (128, 128)
     code, (path,), _ = _gen(tmp_path, capsys, "a cat in a hat", "--steps", "3", "--out", str(tmp_path))
     assert code == 0 and np.array_equal(np.asarray(Image.open(path)), np.asarray(images[0]))
+
+
+def test_prompts_file_draws_every_prompt_as_one_prompt_would(tmp_path, capsys, tiny_pipe):
+    (tmp_path / "prompts.txt").write_text("a red ball\n\n  a cat in a hat  \n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    code, written, _ = _gen(tmp_path, capsys, "--prompts", str(tmp_path / "prompts.txt"), "--model", str(tiny_pipe),
+                            "--n", "2", "--seed", "5", "--out", str(out))
+    assert code == 0 and [p.rsplit("/", 1)[1] for p in written] == [
+        "a-red-ball.png", "a-red-ball-1.png", "a-cat-in-a-hat.png", "a-cat-in-a-hat-1.png"]
+    for name, prompt, seed in (("a-red-ball-1.png", "a red ball", 6), ("a-cat-in-a-hat.png", "a cat in a hat", 5)):
+        meta = json.loads(Image.open(out / name).text["gen"])
+        assert meta["prompt"] == prompt and meta["seed"] == seed
+    _, (alone, _), _ = _gen(tmp_path, capsys, "a cat in a hat", "--model", str(tiny_pipe), "--seed", "5", "--n", "2",
+                          "--out", str(tmp_path / "alone.png"))
+    assert np.array_equal(np.asarray(Image.open(alone)), np.asarray(Image.open(out / "a-cat-in-a-hat.png")))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["a cat", "--prompts", "prompts.txt"], "not more than one"),
+    (["--prompts", "prompts.txt", "--out", "x.png"], "--out must be an existing folder"),
+    (["--prompts", "missing.txt"], "--prompts missing.txt does not exist"),
+    (["--prompts", "empty.txt"], "holds no prompts"),
+])
+def test_prompts_file_bad_input(tmp_path, capsys, tiny_pipe, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.txt").write_text("a red ball\n")
+    (tmp_path / "empty.txt").write_text("\n \n")
+    code, _, err = _gen(tmp_path, capsys, *argv, "--model", str(tiny_pipe))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "prompts.txt"]

@@ -101,3 +101,20 @@ def read_image(path: str, flag: str = "--init-image", size: int | None = None, m
     if mask:
         return (x >= 128).float()[None, None]
     return (x.permute(2, 0, 1) / 127.5 - 1)[None]
+
+
+def read_prompts(path: str) -> list[str]:
+    """The prompts of a UTF-8 text file, one per line (blank lines skipped); a GenError when
+    the file is missing, unreadable or holds none."""
+    from pathlib import Path
+
+    from gen.errors import GenError, reading
+
+    file = Path(path)
+    if not file.is_file():
+        raise GenError(f"--prompts {file} does not exist")
+    with reading(file, "--prompts", "give a UTF-8 text file, one prompt per line"):
+        prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise GenError(f"--prompts {file} holds no prompts (one per line)")
+    return prompts

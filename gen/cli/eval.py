@@ -204,15 +204,9 @@ def evaluate_model(args) -> int:
         if video:
             raise GenError("gen eval video draws its prompts from the toy clip grammar (the renders of the same "
                            "captions are its reference); --prompts is for gen eval image")
-        file = Path(args.prompts)
-        if not file.is_file():
-            raise GenError(f"--prompts {file} does not exist")
-        from gen.errors import reading
+        from gen.cli.args import read_prompts
 
-        with reading(file, "--prompts", "give a UTF-8 text file, one prompt per line"):
-            prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not prompts:
-            raise GenError(f"--prompts {file} holds no prompts (one per line)")
+        prompts = read_prompts(args.prompts)
     out = _new_folder(args)
     with output_lock(out, beside=True):
         _new_folder(args)  # checked again under the lock: another command may have written it since

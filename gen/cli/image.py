@@ -6,7 +6,6 @@ import argparse
 import json
 import re
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", nargs="?", default=None, help='what to draw, e.g. "a cat in a hat"')
+    parser.add_argument("--prompts", metavar="FILE", help="draw every prompt of this text file (one per line)")
     parser.add_argument("--out", help="PNG file or existing folder (default: a name from the prompt, here)")
     parser.add_argument("--n", type=types.integer(1, 64), default=1, help="how many images (image k uses seed + k)")
     parser.add_argument("--grid", action="store_true", help="also write the images as one grid")
@@ -158,29 +158,31 @@ def _from_png(args) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
-    from gen.pipeline import Cascade, Pipeline, to_uint8
-    from gen.pipeline.image import edit_strength
+    from gen.pipeline import Cascade, Pipeline
     from gen.runtime import resolve_device
-    from gen.video_io import write_png
 
     if args.from_png:
         _from_png(args)
-    if args.prompt is None:
-        raise GenError('give a prompt, e.g. gen image "a cat in a hat" (or --from IMAGE.png)')
-    prompt = args.prompt
-    folder, stem, suffix = _targets(args, prompt)
+    if args.prompts:
+        if args.prompt is not None or args.from_png:
+            raise GenError("give a prompt, --from or --prompts FILE, not more than one")
+        if args.out and not (args.out.endswith(("/", "\\")) or Path(args.out).is_dir()):
+            raise GenError(f"--prompts writes files named from each prompt: --out must be an existing folder, "
+                           f"got {args.out}")
+        prompts = types.read_prompts(args.prompts)
+    elif args.prompt is None:
+        raise GenError('give a prompt, e.g. gen image "a cat in a hat" (or --from IMAGE.png, or --prompts FILE)')
+    else:
+        prompts = [args.prompt]
+    targets = [_targets(args, prompt) for prompt in prompts]
     device = resolve_device(args.device)
-    if not prompt.strip():
+    if not prompts[0].strip():
         print("gen: empty prompt: drawing unconditional samples", file=sys.stderr)
 
-    timings = {}
-    t0 = time.perf_counter()
     pipe = Pipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype),
                                     local_files_only=not args.download)
-    timings["load"] = time.perf_counter() - t0
     pipe.precision = args.precision
     cascade = {k: getattr(args, k) for k in ("sr_noise", "sr_steps") if getattr(args, k) is not None}
     if cascade and not isinstance(pipe, Cascade):
@@ -194,15 +196,31 @@ def run(args: argparse.Namespace) -> int:
         out_size = args.size or pipe.defaults.size
         edit = {"init": types.read_image(args.init_image, "--init-image", out_size), "strength": args.strength,
                 "mask": types.read_image(args.mask, "--mask", out_size, mask=True) if args.mask else None}
+    written = []
+    for prompt, target in zip(prompts, targets):
+        written += _draw(args, pipe, prompt, target, cascade, edit)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _draw(args, pipe, prompt: str, target: tuple[Path, str, str], cascade: dict, edit: dict) -> list[Path]:
+    """`--n` images of one prompt, written with their parameters (and a grid): the paths."""
+    import numpy as np
+
+    from gen import __version__
+    from gen.pipeline import Cascade, to_uint8
+    from gen.pipeline.image import edit_strength
+    from gen.video_io import write_png
+
+    folder, stem, suffix = target
     seeds = [args.seed + k for k in range(args.n)]
-    t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
         images = to_uint8(pipe.generate([prompt] * args.n, seeds, steps=args.steps, sampler=args.sampler,
                                         cfg=args.cfg, negative=args.negative, size=args.size, **cascade,
                                         **edit))
-    timings["generate"] = time.perf_counter() - t0
     d = pipe.defaults
     params = {"prompt": prompt, "seed": args.seed, "steps": args.steps or d.steps, "sampler": args.sampler or d.sampler,
               "cfg": d.cfg if args.cfg is None else args.cfg, "negative": args.negative or "", "model": args.model,
@@ -212,8 +230,6 @@ def run(args: argparse.Namespace) -> int:
                       strength=edit_strength(args.strength, args.mask is not None))
     if isinstance(pipe, Cascade):  # every stage's parameters; sr_noise / sr_steps as given, for --from
         params.update(cascade, stages=pipe.stage_parameters(**cascade)[:pipe.stages_for(images.shape[1])])
-    from gen import __version__
-
     written = []
     for k, image in enumerate(images):
         meta = {**params, "seed": seeds[k]}
@@ -225,9 +241,7 @@ def run(args: argparse.Namespace) -> int:
         tiles = np.concatenate([images, pad])
         grid = np.concatenate([np.concatenate(list(tiles[r:r + cols]), 1) for r in range(0, len(tiles), cols)], 0)
         written.append(_write(folder / f"{stem}-grid{suffix}", grid, {"gen-grid": json.dumps(params)}, write_png))
-    for path in written:
-        print(path)
-    return 0
+    return written
 
 
 def _write(path: Path, image, chunks: dict, write_png) -> Path:

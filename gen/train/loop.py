@@ -36,7 +36,7 @@ from gen.train.config import TrainConfig
 from gen.train.ema import EMA
 from gen.train.diffusion import TextToImageModel  # noqa: F401  (re-exported: tests patch it here)
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def sample_indices(n: int, seed: int, start: int, count: int) -> list[int]:
@@ -367,12 +367,12 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
                 torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)
             if over.item():
                 if rank == 0:
-                    log.info("stopping at step %d: --max-minutes %s reached", step, cfg.max_minutes)
+                    logger.info("stopping at step %d: --max-minutes %s reached", step, cfg.max_minutes)
                 break
     except KeyboardInterrupt:
         path = save(step)
         if rank == 0:
-            log.warning("interrupted at step %d; saved %s. Continue with --resume.", step, path)
+            logger.warning("interrupted at step %d; saved %s. Continue with --resume.", step, path)
         raise
     finally:
         bar.close()

@@ -29,12 +29,7 @@ class VAETask:
     export_name = "vae"
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
-        from metrics.reconstruction import alexnet_weights_path, lpips_network
-
         self.cfg, self.device = cfg, device
-        self.lpips = lpips_network(device) if cfg.lpips_weight > 0 else None
-        if cfg.lpips_weight > 0 and self.lpips is None:
-            log.warning("LPIPS term off: its AlexNet weights are not at %s", alexnet_weights_path())
 
     def build(self):
         import models
@@ -74,6 +69,11 @@ class VAETask:
                                f"{str(err).splitlines()[0]}") from None
         if cfg.size % vae.scale_factor:
             raise GenError(f"--size {cfg.size} is not divisible by the VAE factor {vae.scale_factor}")
+        from metrics.reconstruction import alexnet_weights_path, lpips_network
+
+        self.lpips = lpips_network(self.device) if cfg.lpips_weight > 0 else None  # once the options are checked
+        if cfg.lpips_weight > 0 and self.lpips is None:
+            log.warning("LPIPS term off: its AlexNet weights are not at %s", alexnet_weights_path())
         self.dataset, self.model = dataset, vae.to(self.device)
         if self.device.type == "cpu" and not video:
             self.model = self.model.to(memory_format=torch.channels_last)
