@@ -34,6 +34,7 @@ OPTIONAL_PACKAGES = {
     "torch_fidelity": ("torch-fidelity", None),
     "tensorboard": ("tensorboard", None),
     "datasets": ("datasets", "hf"),
+    "peft": ("peft", "lora"),
 }
 
 

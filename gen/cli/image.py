@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "1 with --mask")
     parser.add_argument("--mask", metavar="MASK",
                         help="with --init-image: inpaint, redrawing where the mask is white and keeping the rest")
+    parser.add_argument("--lora", metavar="FOLDER",
+                        help="apply a LoRA adapter folder (gen train image --init ... --lora-rank R writes RUN/lora)")
     parser.add_argument("--from", dest="from_png", metavar="IMAGE.png",
                         help="regenerate from the parameters stored in a PNG made by gen (flags override)")
     parser.add_argument("--download", action="store_true",
@@ -97,7 +99,7 @@ def _targets(args, prompt: str) -> tuple[Path, str, str]:
 # What a PNG's "gen" chunk may set, with the type each value must have.
 FROM_KEYS = {"prompt": str, "seed": int, "steps": int, "sampler": str, "cfg": (int, float), "negative": str,
              "model": str, "dtype": str, "precision": str, "size": int, "sr_noise": (int, float), "sr_steps": int,
-             "init_image": str, "mask": str, "strength": (int, float)}
+             "init_image": str, "mask": str, "strength": (int, float), "lora": str}
 
 
 def _from_png(args) -> None:
@@ -143,7 +145,7 @@ def _from_png(args) -> None:
                        f"{', '.join(PRECISIONS)}")
     if "--seed" not in given and "seed" in params:
         args.seed = params["seed"]
-    for key, flag in (("init_image", "--init-image"), ("mask", "--mask")):
+    for key, flag in (("init_image", "--init-image"), ("mask", "--mask"), ("lora", "--lora")):
         if params.get(key) and getattr(args, key) is None:
             raise GenError(f"--from {args.from_png} was drawn from {flag} {params[key]!r}: give it again with {flag}")
     if "--strength" not in given and isinstance(params.get("strength"), (int, float)) and args.init_image:
@@ -183,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = Pipeline.from_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype),
                                     local_files_only=not args.download)
+    if args.lora:
+        from gen.pipeline.lora import load_lora
+
+        load_lora(pipe, args.lora)
     pipe.precision = args.precision
     cascade = {k: getattr(args, k) for k in ("sr_noise", "sr_steps") if getattr(args, k) is not None}
     if cascade and not isinstance(pipe, Cascade):
@@ -225,6 +231,8 @@ def _draw(args, pipe, prompt: str, target: tuple[Path, str, str], cascade: dict,
     params = {"prompt": prompt, "seed": args.seed, "steps": args.steps or d.steps, "sampler": args.sampler or d.sampler,
               "cfg": d.cfg if args.cfg is None else args.cfg, "negative": args.negative or "", "model": args.model,
               "dtype": args.dtype, "precision": pipe.compute_precision, "size": images.shape[1]}
+    if args.lora:
+        params["lora"] = args.lora
     if args.init_image:
         params.update(init_image=args.init_image, mask=args.mask or "",
                       strength=edit_strength(args.strength, args.mask is not None))

@@ -34,7 +34,10 @@ FLAGS = {
     "--vae": ("vae", str, "image/video: train in this VAE's latent space (folder or shipped name)"),
     "--kl-weight": ("kl_weight", float, "vae: weight of the KL term (default 1e-6)"),
     "--recon-loss": ("recon_loss", str, "vae: l1 (default) or l2"),
-    "--init": ("init", str, "vae: start from this VAE's weights; video: from this image (or video) pipeline"),
+    "--init": ("init", str, "vae: start from this VAE's weights; video: from this image (or video) pipeline; "
+                            "image with --lora-rank: the pipeline to fine-tune"),
+    "--lora-rank": ("lora_rank", int, "image with --init: train LoRA adapters of this rank only (peft)"),
+    "--lora-alpha": ("lora_alpha", float, "the LoRA adapters' alpha: scale alpha / rank (default: the rank)"),
     "--scale": ("scale", int, "sr: output side / input side (default 4)"),
     "--crop": ("crop", int, "sr: train on random crops of this many pixels a side (default: whole images)"),
     "--sr-noise": ("sr_noise", float, "sr: the stage's default augmentation level of its input, 0-1 (default 0.2)"),

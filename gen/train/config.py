@@ -41,7 +41,10 @@ class TrainConfig:
     vae: str | None = None  # latent diffusion: a VAE folder or shipped name
     cache_latents: bool = False  # encode each training image once and keep its latents
     vae_config: dict = field(default_factory=dict)  # kind "vae": ImageVAEConfig fields (factor, ...)
-    init: str | None = None  # vae: start from this VAE's weights; video: from this image or video pipeline
+    init: str | None = None  # vae: start from this VAE's weights; video: from this image or video pipeline;
+    # image with lora_rank: the pipeline whose denoiser the adapters fine-tune
+    lora_rank: int | None = None  # image: train LoRA adapters of this rank on --init's denoiser, nothing else
+    lora_alpha: float | None = None  # the adapters' alpha (scale alpha / rank; default: the rank)
     freeze_spatial: bool = False  # video with init: train only the temporal layers (a motion module)
     image_ratio: float = 0.0  # video: share of steps on a batch of images, as one-frame clips (joint training)
     image_data: str | None = None  # video with image_ratio: the image dataset (default: toy for toy-video)
@@ -136,7 +139,8 @@ class TrainConfig:
         if self.kind != "vae":
             import models
 
-            if self.model not in models.PRESETS and not (self.kind == "video" and self.init):
+            if self.model not in models.PRESETS and not (self.kind == "video" and self.init) \
+                    and self.lora_rank is None:
                 raise GenError(f"unknown model preset {self.model!r}; known: {', '.join(models.PRESETS)} "
                                "(see `gen models`)")
         if not 0 <= self.ema_decay < 1:
@@ -164,6 +168,17 @@ class TrainConfig:
         if self.freeze_spatial and not (self.kind == "video" and self.init):
             raise GenError("--freeze-spatial needs `gen train video --init IMAGE_PIPELINE`: "
                            "the spatial layers it keeps come from that image model")
+        if self.lora_rank is not None:
+            if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 1:
+                raise GenError(f"--lora-rank must be a positive integer, got {self.lora_rank!r}")
+            if self.kind != "image" or not self.init:
+                raise GenError("--lora-rank fine-tunes a text-to-image pipeline: "
+                               "gen train image --init PIPELINE (e.g. default) --lora-rank R")
+        if self.kind == "image" and self.init and self.lora_rank is None:
+            raise GenError(f"gen train image --init {self.init} fine-tunes that pipeline with LoRA adapters: "
+                           f"add --lora-rank R (e.g. 8)")
+        if self.lora_alpha is not None and (self.lora_rank is None or not self.lora_alpha > 0):
+            raise GenError(f"--lora-alpha must be a positive number, given with --lora-rank; got {self.lora_alpha}")
         if not self.out:
             raise GenError("--out is required: the run folder to create")
         return self

@@ -9,6 +9,7 @@ computed once per image when `cache_latents` is on and kept on disk in the run f
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -17,6 +18,8 @@ from torch import nn
 
 from gen.errors import GenError
 from gen.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 class TextToImageModel(nn.Module):
@@ -51,6 +54,28 @@ class DiffusionTask:
         self.cfg, self.device = cfg, device
         self.vae = load_vae(cfg.vae, device) if cfg.vae else None
         self.cache = None  # (latents, done) memory-mapped arrays under the run folder
+        self.start = None  # LoRA: the pipeline (a cascade's base) whose denoiser the adapters fine-tune
+        if cfg.lora_rank is not None:
+            self.export_name = "lora"
+            self.start = self.lora_start()
+            if self.start.vae is not None and self.vae is None:
+                self.vae = self.start.vae.to(device).eval().requires_grad_(False)
+
+    def lora_start(self):
+        from gen.pipeline import Cascade, load_pipeline
+
+        cfg = self.cfg
+        start = load_pipeline(cfg.init)
+        if isinstance(start, Cascade):
+            log.info("--init %s is a cascade: the adapters fine-tune its base, %s", cfg.init, start.base.name)
+            start = start.base
+        if start.kind != "image" or type(start).__name__ != "Pipeline":
+            raise GenError(f"--init {cfg.init} is a {type(start).__name__}; LoRA here fine-tunes a gen "
+                           f"text-to-image pipeline")
+        if start.defaults.size != cfg.size:
+            raise GenError(f"--size {cfg.size}: {cfg.init} draws {start.defaults.size}x{start.defaults.size}; "
+                           f"fine-tune it at --size {start.defaults.size}")
+        return start
 
     def build(self):
         """Dataset and model for the config (deterministic in cfg.seed)."""
@@ -79,7 +104,14 @@ class DiffusionTask:
                 raise GenError(f"--frames {cfg.frames} does not fit the video VAE: it needs 1 + a multiple of {tf}")
             latent_frames = self.vae.latent_frames(cfg.frames)
         torch.manual_seed(cfg.seed)
-        if video and cfg.init:
+        if self.start is not None:
+            import copy
+
+            from gen.pipeline.lora import add_lora
+
+            denoiser = add_lora(copy.deepcopy(self.start.denoiser).float().train(), cfg.lora_rank, cfg.lora_alpha)
+            text_encoder = copy.deepcopy(self.start.text_encoder).float()
+        elif video and cfg.init:
             denoiser, text_encoder = self.from_image_model(in_channels)
         else:
             text_encoder = models.TextEncoder(models.TextEncoderConfig(**cfg.text_encoder))
@@ -102,14 +134,14 @@ class DiffusionTask:
             raise GenError(f"the VAE has {self.vae.latent_channels} latent channels but --model {cfg.model} was "
                            f"configured for {denoiser.config.in_channels} input channels")
         model = TextToImageModel(denoiser, text_encoder).to(self.device)
-        if not cfg.train_text_encoder or cfg.freeze_spatial:
+        if not cfg.train_text_encoder or cfg.freeze_spatial or self.start is not None:
             text_encoder.requires_grad_(False)
         if cfg.freeze_spatial:
             for name, param in denoiser.named_parameters():
                 param.requires_grad_("temporal" in name)
         if self.device.type == "cpu" and getattr(denoiser.config, "channels", None):
             model = model.to(memory_format=torch.channels_last)  # U-Net convs: ~6x faster with bf16
-        self.schedule = NoiseSchedule.create(**cfg.schedule)
+        self.schedule = self.start.schedule if self.start is not None else NoiseSchedule.create(**cfg.schedule)
         self.model, self.dataset_len = model, len(dataset)
         if video and cfg.image_ratio:
             if getattr(denoiser.config, "tubelet", 1) > 1:
@@ -232,12 +264,28 @@ class DiffusionTask:
             import copy
 
             vae = copy.deepcopy(self.vae).cpu()
+        if self.start is not None:
+            defaults = self.start.defaults
         kind = VideoPipeline if video else Pipeline
         return kind(avg.denoiser.cpu(), avg.text_encoder.cpu(), self.schedule, defaults, vae=vae)
 
     def export(self, run: Path, model, ema) -> Path:
-        """Save the EMA weights as a pipeline folder (`gen image --model PATH`)."""
-        return self.pipeline(model, ema).save_pretrained(run / self.export_name, overwrite=True)
+        """Save the EMA weights as a pipeline folder (`gen image --model PATH`); a LoRA run, its
+        adapters only (RUN/lora: `gen image --model INIT --lora RUN/lora`)."""
+        if self.start is None:
+            return self.pipeline(model, ema).save_pretrained(run / self.export_name, overwrite=True)
+        import shutil
+
+        from gen.pipeline.lora import save_lora
+        from gen.train.ema import averaged
+
+        folder = run / self.export_name
+        tmp = run / (self.export_name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_lora(averaged(model, ema).denoiser, tmp, base=self.cfg.init)
+        shutil.rmtree(folder, ignore_errors=True)  # the run's own earlier export
+        tmp.rename(folder)
+        return folder
 
     def sample(self, path: Path, model, ema) -> Path:
         """A grid of EMA samples: one row per fixed prompt, four fixed seeds (video: one
