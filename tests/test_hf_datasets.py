@@ -152,3 +152,22 @@ def test_gen_train_takes_split_and_caption_column(split_metadata, tmp_path, caps
                  "--steps", "1", "--out", str(out)])
     assert code == 2 and "--split valid" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, expected", [([], False), (["--download"], True)])
+def test_gen_train_asks_the_hub_only_with_download(tmp_path, monkeypatch, capsys, flags, expected):
+    import gen.data.hf as hf
+    from gen.cli import main
+    from gen.errors import GenError
+
+    asked = []
+
+    def load_hub(name, split, download):
+        asked.append((name, download))
+        raise GenError(f"dataset {name!r} stops here")
+
+    monkeypatch.setattr(hf, "load_hub", load_hub)
+    code = main(["train", "image", "--data", "someone/captions", "--steps", "1", "--out", str(tmp_path / "run"),
+                 *flags])
+    assert code == 2 and asked == [("someone/captions", expected)]
+    assert "stops here" in capsys.readouterr().err

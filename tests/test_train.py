@@ -254,6 +254,8 @@ def test_signal_during_the_update_lands_after_it(reference, tmp_path, monkeypatc
     # A real Ctrl-C (or kill) arriving between the optimiser step and the EMA update must not
     # leave a half-applied step: the step completes, is saved, and resume is exact.
     run = tmp_path / "run"
+    # Python's own Ctrl-C handler, whatever an earlier test or library left installed (seen once in CI)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     original, calls = EMA.update, [0]
 
     def update(self, model):
@@ -269,6 +271,7 @@ def test_signal_during_the_update_lands_after_it(reference, tmp_path, monkeypatc
     assert_identical(state(ckpt(run, 4)), state(ckpt(reference, 4)), "interrupted state")
     monkeypatch.undo()
     run_train(config(run), resume=True)
+    signal.signal(signal.SIGINT, previous)
     assert_identical(state(ckpt(run, STEPS)), state(ckpt(reference, STEPS)), "final")
 
 

@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=types.integer(1, 1024), default=None,
                         help="torch threads (default: one per core; more than the cores only slows training)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--download", action="store_true",
+                        help="--data OWNER/NAME: fetch a hub dataset that is not in the local cache (network)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         values["freeze_spatial"] = True
     if args.compile:
         values["compile"] = True
+    if args.download:
+        values["download"] = True
     if args.regression:
         values["sr_regression"] = True
     if args.threads is not None:

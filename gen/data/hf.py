@@ -90,7 +90,7 @@ def load_hub(name: str, split: str | None, download: bool):
             raise GenError(f"could not fetch the dataset {name!r} from the Hugging Face hub: {err}") from None
         raise GenError(f"dataset {name!r} is not a folder here and not in the local datasets cache ({cache}); "
                        f"check the path, or cache it once with datasets.load_dataset({name!r}) "
-                       f"(open_dataset(..., download=True) fetches it)") from None
+                       f"(gen train --download, or open_dataset(..., download=True), fetches it)") from None
     except ValueError as err:  # an unknown split
         raise GenError(f"--split {split or 'train'}: {err}") from None
     return data

@@ -30,6 +30,7 @@ class TrainConfig:
     data_kind: str | None = None  # toy images: only this kind of scene (single, wearing, relation, count)
     data_split: str | None = None  # folders / datasets with splits: which one (default train)
     caption_column: str | None = None  # metadata / datasets column of the captions (default text)
+    download: bool = False  # a hub dataset id not in the local cache may be fetched (network)
     size: int = 32
     frames: int | None = None  # video: 16; a video VAE: 17 (it takes 1 + k * 2 frames)
     fps: float = 8.0
@@ -231,11 +232,11 @@ def _check_types(cfg: TrainConfig) -> None:
 
 
 # How a run executes, not what it records: a resumed run takes these from its caller.
-RUNTIME = ("steps", "max_minutes", "workers", "compile", "threads")
+RUNTIME = ("steps", "max_minutes", "workers", "compile", "threads", "download")
 # On --resume, options that may change between runs (they do not alter what is trained
 # at a given step); any other option given with a value unlike the run's is refused.
 RESUMABLE = ("steps", "max_minutes", "log_every", "sample_every", "ckpt_every", "keep_checkpoints", "workers",
-             "sample_prompts", "sample_steps", "sample_cfg", "out", "compile", "threads")
+             "sample_prompts", "sample_steps", "sample_cfg", "out", "compile", "threads", "download")
 
 
 # Fields whose command-line flag is not --field-name.

@@ -88,7 +88,7 @@ class DiffusionTask:
         dataset = open_dataset(cfg.data, size=cfg.size, n=cfg.data_n, seed=cfg.seed,
                                frames=cfg.frames if video else None, fps=cfg.fps if video else None,
                                channels=cfg.channels, video=video, kind=cfg.data_kind, split=cfg.data_split,
-                               caption_column=cfg.caption_column)
+                               caption_column=cfg.caption_column, download=cfg.download)
         in_channels, sample_size = cfg.channels, cfg.size
         if self.vae is not None:
             if cfg.size % self.vae.scale_factor:

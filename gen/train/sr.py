@@ -60,7 +60,8 @@ class SRTask:
 
         cfg = self.cfg
         dataset = open_dataset(cfg.data, size=cfg.size, n=cfg.data_n, seed=cfg.seed, channels=cfg.channels,
-                               kind=cfg.data_kind, split=cfg.data_split, caption_column=cfg.caption_column)
+                               kind=cfg.data_kind, split=cfg.data_split, caption_column=cfg.caption_column,
+                               download=cfg.download)
         torch.manual_seed(cfg.seed)
         try:
             denoiser = models.create(cfg.model, **{"in_channels": cfg.channels, "sample_size": self.side,

@@ -41,7 +41,7 @@ class VAETask:
         dataset = open_dataset(cfg.data if not (video and cfg.data == "toy") else "toy-video", size=cfg.size,
                                n=cfg.data_n, seed=cfg.seed, channels=cfg.channels, video=video, kind=cfg.data_kind,
                                frames=cfg.frames if video else None, fps=cfg.fps if video else None,
-                               split=cfg.data_split, caption_column=cfg.caption_column)
+                               split=cfg.data_split, caption_column=cfg.caption_column, download=cfg.download)
         torch.manual_seed(cfg.seed)
         try:
             create = models.create_video_vae if video else models.create_vae
