@@ -349,6 +349,14 @@ CASES = {
         ("cascade {image} {root}/missing --out {new}", "unknown model"),
         ("cascade {image} {sr} --out {file}/x", "is not a folder"),
     ],
+    "export": [
+        ("export {image} --out {new}", "pass --diffusers"),
+        ("export {image} --diffusers", "the following arguments are required: --out"),
+        ("export {image} --diffusers --out {user}", "exists and is not empty"),
+        ("export {root}/missing --diffusers --out {new}", "unknown model"),
+        ("export {image} --diffusers --out {new} --scheduler Bogus", "unknown diffusers scheduler 'Bogus'"),
+        ("export {image} --diffusers --out {file}/x", "is not a folder"),
+    ],
     "upscale": [
         ("upscale", "the following arguments are required: IMAGE"),
         ("upscale {small} --scale 2", "upscales by 4"),  # the shipped stage

@@ -19,7 +19,7 @@ from gen.errors import GenError
 from gen.runtime import resolve_device, seed_everything
 from gen.toyworld import toy_clip, toy_image
 
-SUBCOMMANDS = ("image", "video", "upscale", "cascade", "train", "score", "eval", "data", "models")
+SUBCOMMANDS = ("image", "video", "upscale", "cascade", "export", "train", "score", "eval", "data", "models")
 
 
 def test_help_lists_every_subcommand_with_one_line(capsys):

@@ -16,7 +16,7 @@ import sys
 
 from gen import __version__
 from gen.cli import args as types
-from gen.cli import cascade, data, eval, image, models, score, train, upscale, video
+from gen.cli import cascade, data, eval, export, image, models, score, train, upscale, video
 from gen.errors import user_error
 
 # Each: (name, one-line help, module with add_arguments(parser) and run(args)).
@@ -25,6 +25,7 @@ COMMANDS = (
     ("video", "generate a video clip from a prompt", video),
     ("upscale", "upscale image files with a super-resolution stage", upscale),
     ("cascade", "chain a text-to-image pipeline and super-resolution stages into one model", cascade),
+    ("export", "write a pipeline in diffusers' folder layout", export),
     ("train", "train a text-conditioned denoiser, an autoencoder or a super-resolution stage", train),
     ("score", "score folders of samples: FID, KID, IS, LPIPS, CLIPScore, FVD", score),
     ("eval", "evaluate a model: generate samples and score them", eval),

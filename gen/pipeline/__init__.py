@@ -64,6 +64,10 @@ def load(name_or_path: str = "default", kind: str | None = None, device="cpu", d
         raise GenError(unknown_model(name, shipped, hub=hub))
     index = read_index(path)
     if diffusers.is_diffusers_index(index):
+        if isinstance(index.get("_gen"), dict):  # written by `gen export --diffusers` (gen/pipeline/export.py)
+            what = index["_gen"].get("class", "pipeline")
+            raise GenError(f"{name} is a diffusers export of a gen {what} (gen export --diffusers): load its parts "
+                           f"with diffusers and transformers; gen runs the pipeline it was exported from")
         if kind not in (None, "image"):
             raise GenError(f"{name} is {KINDS['image']}")
         return diffusers.DiffusersPipeline.from_pretrained(path, device, dtype)
