@@ -122,11 +122,11 @@ class Cascade:
         if edit is not None:
             init, strength, mask = edit
             init, mask = init.to(self.device), None if mask is None else mask.to(self.device)
+            if strength == 0:
+                return init.expand(len(prompts), *init.shape[1:])
             factor = out_size // self.sizes[0]
             base_edit = {"init": box_downsample(init, factor), "strength": strength,
                          "mask": None if mask is None else box_downsample(mask, factor).ceil()}
-            if strength == 0:
-                return init.expand(len(prompts), *init.shape[1:])
         else:
             base_edit = {}
         x = self.base.generate(prompts, seeds, steps=steps, sampler=sampler, cfg=cfg, negative=negative,

@@ -105,15 +105,16 @@ def _load_difference(folder: Path, base_module, device):
 
 
 
-def write_folder(path, overwrite: bool, fill) -> Path:
+def write_folder(path, overwrite: bool, fill, marker: str = INDEX) -> Path:
     """Write a pipeline folder: `fill(tmp)` assembles it beside `path` (`.NAME.partial`), and it
     then replaces `path` whole, so a failure leaves `path` as it was. An existing non-empty
-    `path` is replaced only with `overwrite`, and never when it is not a pipeline folder."""
+    `path` is replaced only with `overwrite`, and never when it lacks `marker` (the file that
+    says gen wrote it: a pipeline's model_index.json, an adapter's adapter_config.json)."""
     path = Path(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise GenError(f"{path} exists and is not empty; choose a new folder or pass overwrite=True")
-    if path.exists() and any(path.iterdir()) and not (path / INDEX).is_file():
-        raise GenError(f"{path} is not a pipeline folder (no {INDEX}); refusing to replace it")
+    if path.exists() and any(path.iterdir()) and not (path / marker).is_file():
+        raise GenError(f"{path} is not a folder gen wrote (no {marker}); refusing to replace it")
     tmp = path.with_name(f".{path.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

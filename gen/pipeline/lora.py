@@ -61,7 +61,7 @@ def lora_config(denoiser: torch.nn.Module):
     raise GenError("this denoiser holds no LoRA adapter")
 
 
-def save_lora(denoiser: torch.nn.Module, folder: Path, base: str, steps: int | None = None) -> Path:
+def save_lora(denoiser: torch.nn.Module, folder: Path, base: str) -> Path:
     """Write the adapter folder (peft's layout; the folder must not hold files already)."""
     from safetensors.torch import save_file
 
@@ -73,8 +73,8 @@ def save_lora(denoiser: torch.nn.Module, folder: Path, base: str, steps: int | N
     config.save_pretrained(str(folder))
     save_file({PREFIX + k: v.detach().float().contiguous().cpu() for k, v in state.items()}, str(folder / WEIGHTS),
               metadata={"format": "pt"})
-    (folder / CARD).write_text(json.dumps({"base": base, "rank": config.r, "alpha": config.lora_alpha,
-                                           "steps": steps}, indent=2) + "\n")
+    (folder / CARD).write_text(json.dumps({"base": base, "rank": config.r, "alpha": config.lora_alpha},
+                                          indent=2) + "\n")
     return folder
 
 

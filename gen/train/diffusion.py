@@ -274,18 +274,13 @@ class DiffusionTask:
         adapters only (RUN/lora: `gen image --model INIT --lora RUN/lora`)."""
         if self.start is None:
             return self.pipeline(model, ema).save_pretrained(run / self.export_name, overwrite=True)
-        import shutil
-
-        from gen.pipeline.lora import save_lora
+        from gen.pipeline.folder import write_folder
+        from gen.pipeline.lora import CONFIG, save_lora
         from gen.train.ema import averaged
 
-        folder = run / self.export_name
-        tmp = run / (self.export_name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_lora(averaged(model, ema).denoiser, tmp, base=self.cfg.init)
-        shutil.rmtree(folder, ignore_errors=True)  # the run's own earlier export
-        tmp.rename(folder)
-        return folder
+        denoiser = averaged(model, ema).denoiser
+        return write_folder(run / self.export_name, True, lambda tmp: save_lora(denoiser, tmp, base=self.cfg.init),
+                            marker=CONFIG)
 
     def sample(self, path: Path, model, ema) -> Path:
         """A grid of EMA samples: one row per fixed prompt, four fixed seeds (video: one
