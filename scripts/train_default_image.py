@@ -59,6 +59,12 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=None,
                         help="DiT patch side (default 2); 4 gives a quarter of the tokens, for CPU budgets")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (the fast trainer)")
+    parser.add_argument("--init", default=None,
+                        help="continue from this pipeline's weights, schedule and defaults (e.g. default: the "
+                             "shipped base) instead of from scratch")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 500)")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained pipeline into gen/weights")
     args = parser.parse_args()
     if args.ship:
@@ -73,9 +79,10 @@ def main() -> None:
         recipe.update(size=args.size)
     if args.patch:
         recipe.update(model_overrides={"patch_size": args.patch})
+    recipe.update({k: v for k, v in (("init", args.init), ("lr", args.lr), ("warmup", args.warmup)) if v is not None})
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
-                      max_minutes=args.minutes, ckpt_every=args.ckpt_every, threads=args.threads, sample_every=args.sample_every,
-                      log_every=50, **recipe)
+                      max_minutes=args.minutes, ckpt_every=args.ckpt_every, threads=args.threads,
+                      sample_every=args.sample_every, compile=args.compile, log_every=50, **recipe)
     print(train(cfg, resume=args.resume, device=args.device))
 
 

@@ -1,5 +1,5 @@
-"""LoRA through peft: adapters on gen's denoisers, trained by `gen train image --init
---lora-rank`, saved in peft's layout and applied with `gen image --lora`."""
+"""Fine-tuning a pipeline with `gen train image --init`: every weight, or LoRA adapters
+through peft (`--lora-rank`), saved in peft's layout and applied with `gen image --lora`."""
 
 from __future__ import annotations
 
@@ -98,10 +98,29 @@ def test_gen_train_lora_then_gen_image_lora(tmp_path, pipe_dir, capsys):
     assert out.is_file()
 
 
+def test_gen_train_init_fine_tunes_every_weight(tmp_path, pipe_dir):
+    run = tmp_path / "run"
+    assert main(["train", "image", "--init", str(pipe_dir), "--size", "8", "--steps", "3", "--batch", "4", "--n", "8",
+                 "--sample-every", "0", "--lr", "0.05", "--warmup", "1", "--ema-decay", "0", "--out", str(run)]) == 0
+    base, tuned = Pipeline.from_pretrained(str(pipe_dir)), Pipeline.from_pretrained(str(run / "pipeline"))
+    assert tuned.denoiser.config == base.denoiser.config and tuned.defaults == base.defaults
+    assert tuned.schedule.alphas_cumprod.equal(base.schedule.alphas_cumprod)
+    for part in ("denoiser", "text_encoder"):  # both trained, keys unchanged
+        before, after = getattr(base, part).state_dict(), getattr(tuned, part).state_dict()
+        assert before.keys() == after.keys()
+        assert any(not torch.equal(after[k], before[k]) for k in before), part
+    assert not (run / "lora").exists()
+
+
+def test_init_at_another_size_is_refused(tmp_path, capsys, pipe_dir):
+    assert main(["train", "image", "--init", str(pipe_dir), "--size", "16", "--out", str(tmp_path / "r")]) == 2
+    assert "fine-tune it at --size 8" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "image", "--init", "X", "--lora-rank", "0", "--out", "r"], "--lora-rank must be a positive integer"),
     (["train", "image", "--lora-rank", "4", "--out", "r"], "gen train image --init PIPELINE"),
-    (["train", "image", "--init", "default", "--out", "r"], "add --lora-rank R"),
     (["image", "a cat", "--lora", "."], "is not a LoRA adapter folder"),
 ])
 def test_lora_bad_input(tmp_path, capsys, monkeypatch, argv, message):

@@ -126,8 +126,8 @@ def test_init_image_becomes_frame_zero(tmp_path, capsys, pipes):
     Image.fromarray(still).save(tmp_path / "still.png")
     for sampler in ("ddim", "dpm++2m"):
         code, (gif,), _ = _video(capsys, "a cat", "--model", str(pipes["video"]), "--init-image",
-                                 str(tmp_path / "still.png"), "--sampler", sampler, "--out", str(tmp_path / f"{sampler}.gif"),
-                                 "--format", "gif")
+                                 str(tmp_path / "still.png"), "--sampler", sampler,
+                                 "--out", str(tmp_path / f"{sampler}.gif"), "--format", "gif")
         assert code == 0
     pipe = VideoPipeline.from_pretrained(str(pipes["video"]))
     init = torch.from_numpy(still).permute(2, 0, 1).float() / 127.5 - 1
@@ -136,6 +136,19 @@ def test_init_image_becomes_frame_zero(tmp_path, capsys, pipes):
                        torch.from_numpy(still))
     free = pipe.generate(["a cat"], [0])
     assert not torch.allclose(free[0, :, 1:], clip[0, :, 1:])  # the other frames follow the still
+    other = pipe.generate(["a cat"], [1], init_image=init)  # the seed draws the rest, frame 0 stays
+    torch.testing.assert_close(other[0, :, 0], init, atol=1e-5, rtol=0)
+    assert not torch.allclose(other[0, :, 1:], clip[0, :, 1:])
+    # the samplers' `known` holds frame 0 for diffusers' schedulers too (to float round-off)
+    euler = pipe.generate(["a cat"], [0], init_image=init, sampler="diffusers:EulerDiscreteScheduler")
+    torch.testing.assert_close(euler[0, :, 0], init, atol=1e-4, rtol=0)
+
+
+def test_init_image_of_another_size_is_resized_and_said_once(tmp_path, capsys, pipes):
+    Image.fromarray(np.full((20, 12, 3), 200, dtype=np.uint8)).save(tmp_path / "big.png")
+    code, (gif,), err = _video(capsys, "a cat", "--model", str(pipes["video"]), "--init-image",
+                               str(tmp_path / "big.png"), "--out", str(tmp_path / "v.gif"), "--format", "gif")
+    assert code == 0 and err.count("resized to 8x8") == 1
 
 
 def test_a_motion_module_is_stored_as_its_difference_from_the_shipped_image_model(tmp_path):

@@ -35,7 +35,7 @@ FLAGS = {
     "--kl-weight": ("kl_weight", float, "vae: weight of the KL term (default 1e-6)"),
     "--recon-loss": ("recon_loss", str, "vae: l1 (default) or l2"),
     "--init": ("init", str, "vae: start from this VAE's weights; video: from this image (or video) pipeline; "
-                            "image with --lora-rank: the pipeline to fine-tune"),
+                            "image: the pipeline to fine-tune (every weight; with --lora-rank adapters only)"),
     "--lora-rank": ("lora_rank", int, "image with --init: train LoRA adapters of this rank only (peft)"),
     "--lora-alpha": ("lora_alpha", float, "the LoRA adapters' alpha: scale alpha / rank (default: the rank)"),
     "--scale": ("scale", int, "sr: output side / input side (default 4)"),

@@ -76,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     path = _target(args)
     if args.format == "mp4":
         import_av()  # fail before generating
-    init = types.read_image(args.init_image)[0] if args.init_image else None
     device = resolve_device(args.device)
 
     timings = {}
@@ -93,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             "patch size times its temporal pooling"
         raise GenError(f"--size {size} is not divisible by {factor} (the model's {what}"
                        f"{' times the VAE factor' if pipe.vae is not None else ''})")
+    init = types.read_image(args.init_image, size=size)[0] if args.init_image else None  # resized: said once
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always")

@@ -19,10 +19,10 @@ class VideoPipeline(Pipeline):
         x = pipe.generate(["a ball rolling left"], [0], frames=8)   # (B, C, T, H, W) in [-1, 1]
 
     The denoiser works on any frame count its positions allow (a warning past the trained
-    count). `init_image` animates a still: frame 0 is held to the image throughout
-    sampling by replacement (the known part of x_t is set to the image noised to the
-    current level after every step, as in RePaint / video diffusion's conditional
-    sampling), so it works with any video model and gen's own samplers.
+    count). `init_image` animates a still: frame 0 is given to the sampler as known
+    (`samplers.sample(..., known=...)`: every step's x_0 keeps the image's value there, so
+    the clip's first frame is the image and the other frames are drawn to agree with it);
+    it works with any video model and every sampler, diffusers' schedulers included.
     """
 
     kind = "video"
@@ -36,9 +36,8 @@ class VideoPipeline(Pipeline):
         frames = frames or self.defaults.frames
         shape = self.latent_shape(size, frames)
         x_T = self.noise(seeds, shape)
-        if init_image is not None:
-            callback = self._hold_first_frame(init_image, size, x_T, steps, sampler, callback)
-        x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback)
+        known = None if init_image is None else self.first_frame_known(init_image, size, x_T)
+        x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback, known=known)
         return self.decode(x0).clamp(-1, 1)
 
     def latent_shape(self, size: int, frames: int | None = None) -> tuple[int, int, int, int]:
@@ -67,37 +66,23 @@ class VideoPipeline(Pipeline):
         c, h, w = super().latent_shape(size)
         return (c, latent_frames, h, w)
 
-    def _hold_first_frame(self, image: torch.Tensor, size: int, x_T: torch.Tensor, steps, sampler, callback):
-        """Set frame 0 of x_T to the image noised to the first level and return a callback
-        that re-imposes it at every later level (the last step leaves it exact)."""
+    def first_frame_known(self, image: torch.Tensor, size: int, x_T: torch.Tensor):
+        """(values, mask) for the samplers' `known`: frame 0 is the image (C, H, W) in [-1, 1],
+        resized to the clip's size (its latent with a VAE: the image encoded as a one-frame clip)."""
         import torch.nn.functional as F
 
-        from samplers import q_sample
-        from samplers.timesteps import make_timesteps
-
-        steps, sampler, _ = self.check_sampling(steps, sampler, None)
-        if sampler.startswith("diffusers:"):
-            raise GenError("--init-image works with gen's own samplers (ddim, ddpm, dpm++2m, heun), "
-                           f"not {sampler}")
-        if image.dim() != 3 or (self.vae is None and image.shape[0] != x_T.shape[1]):
-            raise GenError(f"the init image must be (C, H, W) with {x_T.shape[1]} channels, got {tuple(image.shape)}")
-        image = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=True,
-                              align_corners=False).to(self.device)  # (1, C, S, S)
-        known = image if self.vae is None else self.vae.encode(image[:, :, None]).float()[:, :, 0]
-        known = known.expand(x_T.shape[0], -1, -1, -1)  # (B, C, h, w)
-        ts = make_timesteps(self.schedule.num_train_timesteps, steps, self.defaults.spacing)
-        eps = torch.randn(known.shape, generator=torch.Generator().manual_seed(0)).to(self.device)
-
-        def at(t: int) -> torch.Tensor:
-            return q_sample(known, torch.full((known.shape[0],), t, device=self.device), eps, self.schedule)
-
-        x_T[:, :, 0] = at(ts[0])
-
-        def hold(i, t, x_t, x0):
-            x_t[:, :, 0] = at(ts[i + 1]) if i + 1 < len(ts) else known
-            return callback(i, t, x_t, x0) if callback is not None else None
-
-        return hold
+        if not isinstance(image, torch.Tensor) or image.dim() != 3 \
+                or (self.vae is None and image.shape[0] != x_T.shape[1]):
+            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise GenError(f"the init image must be a tensor (C, H, W) with {x_T.shape[1]} channels, got {got}")
+        image = F.interpolate(image[None].float().clamp(-1, 1), size=(size, size), mode="bilinear",
+                              antialias=True, align_corners=False).to(self.device)  # (1, C, S, S)
+        first = image if self.vae is None else self.vae.encode(image[:, :, None]).float()[:, :, 0]
+        values = torch.zeros((1, *x_T.shape[1:]), device=self.device)
+        values[:, :, 0] = first
+        mask = torch.zeros((1, 1, x_T.shape[2], 1, 1), device=self.device)
+        mask[:, :, 0] = 1
+        return values, mask
 
     def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list[list]:
         """One list of PIL frames per clip (n clips per prompt; clip k of a prompt uses seed + k)."""

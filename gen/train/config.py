@@ -43,7 +43,7 @@ class TrainConfig:
     cache_latents: bool = False  # encode each training image once and keep its latents
     vae_config: dict = field(default_factory=dict)  # kind "vae": ImageVAEConfig fields (factor, ...)
     init: str | None = None  # vae: start from this VAE's weights; video: from this image or video pipeline;
-    # image with lora_rank: the pipeline whose denoiser the adapters fine-tune
+    # image: the pipeline to fine-tune (every weight, or with lora_rank adapters on its denoiser)
     lora_rank: int | None = None  # image: train LoRA adapters of this rank on --init's denoiser, nothing else
     lora_alpha: float | None = None  # the adapters' alpha (scale alpha / rank; default: the rank)
     freeze_spatial: bool = False  # video with init: train only the temporal layers (a motion module)
@@ -140,8 +140,7 @@ class TrainConfig:
         if self.kind != "vae":
             import models
 
-            if self.model not in models.PRESETS and not (self.kind == "video" and self.init) \
-                    and self.lora_rank is None:
+            if self.model not in models.PRESETS and not (self.kind in ("image", "video") and self.init):
                 raise GenError(f"unknown model preset {self.model!r}; known: {', '.join(models.PRESETS)} "
                                "(see `gen models`)")
         if not 0 <= self.ema_decay < 1:
@@ -175,9 +174,6 @@ class TrainConfig:
             if self.kind != "image" or not self.init:
                 raise GenError("--lora-rank fine-tunes a text-to-image pipeline: "
                                "gen train image --init PIPELINE (e.g. default) --lora-rank R")
-        if self.kind == "image" and self.init and self.lora_rank is None:
-            raise GenError(f"gen train image --init {self.init} fine-tunes that pipeline with LoRA adapters: "
-                           f"add --lora-rank R (e.g. 8)")
         if self.lora_alpha is not None and (self.lora_rank is None or not self.lora_alpha > 0):
             raise GenError(f"--lora-alpha must be a positive number, given with --lora-rank; got {self.lora_alpha}")
         if not self.out:

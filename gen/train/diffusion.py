@@ -54,24 +54,24 @@ class DiffusionTask:
         self.cfg, self.device = cfg, device
         self.vae = load_vae(cfg.vae, device) if cfg.vae else None
         self.cache = None  # (latents, done) memory-mapped arrays under the run folder
-        self.start = None  # LoRA: the pipeline (a cascade's base) whose denoiser the adapters fine-tune
-        if cfg.lora_rank is not None:
-            self.export_name = "lora"
-            self.start = self.lora_start()
+        self.start = None  # image --init: the pipeline (a cascade's base) being fine-tuned
+        if cfg.kind == "image" and cfg.init:
+            self.export_name = "lora" if cfg.lora_rank is not None else "pipeline"
+            self.start = self.image_start()
             if self.start.vae is not None and self.vae is None:
                 self.vae = self.start.vae.to(device).eval().requires_grad_(False)
 
-    def lora_start(self):
+    def image_start(self):
         from gen.pipeline import Cascade, load_pipeline
 
         cfg = self.cfg
         start = load_pipeline(cfg.init)
         if isinstance(start, Cascade):
-            log.info("--init %s is a cascade: the adapters fine-tune its base, %s", cfg.init, start.base.name)
+            log.info("--init %s is a cascade: training fine-tunes its base, %s", cfg.init, start.base.name)
             start = start.base
         if start.kind != "image" or type(start).__name__ != "Pipeline":
-            raise GenError(f"--init {cfg.init} is a {type(start).__name__}; LoRA here fine-tunes a gen "
-                           f"text-to-image pipeline")
+            raise GenError(f"--init {cfg.init} is a {type(start).__name__}; gen train image --init fine-tunes a "
+                           f"gen text-to-image pipeline")
         if start.defaults.size != cfg.size:
             raise GenError(f"--size {cfg.size}: {cfg.init} draws {start.defaults.size}x{start.defaults.size}; "
                            f"fine-tune it at --size {start.defaults.size}")
@@ -107,10 +107,12 @@ class DiffusionTask:
         if self.start is not None:
             import copy
 
-            from gen.pipeline.lora import add_lora
+            denoiser = copy.deepcopy(self.start.denoiser).float().train()
+            text_encoder = copy.deepcopy(self.start.text_encoder).float().train()
+            if cfg.lora_rank is not None:
+                from gen.pipeline.lora import add_lora
 
-            denoiser = add_lora(copy.deepcopy(self.start.denoiser).float().train(), cfg.lora_rank, cfg.lora_alpha)
-            text_encoder = copy.deepcopy(self.start.text_encoder).float()
+                denoiser = add_lora(denoiser, cfg.lora_rank, cfg.lora_alpha)
         elif video and cfg.init:
             denoiser, text_encoder = self.from_image_model(in_channels)
         else:
@@ -134,7 +136,7 @@ class DiffusionTask:
             raise GenError(f"the VAE has {self.vae.latent_channels} latent channels but --model {cfg.model} was "
                            f"configured for {denoiser.config.in_channels} input channels")
         model = TextToImageModel(denoiser, text_encoder).to(self.device)
-        if not cfg.train_text_encoder or cfg.freeze_spatial or self.start is not None:
+        if not cfg.train_text_encoder or cfg.freeze_spatial or cfg.lora_rank is not None:
             text_encoder.requires_grad_(False)
         if cfg.freeze_spatial:
             for name, param in denoiser.named_parameters():
@@ -272,7 +274,7 @@ class DiffusionTask:
     def export(self, run: Path, model, ema) -> Path:
         """Save the EMA weights as a pipeline folder (`gen image --model PATH`); a LoRA run, its
         adapters only (RUN/lora: `gen image --model INIT --lora RUN/lora`)."""
-        if self.start is None:
+        if self.cfg.lora_rank is None:
             return self.pipeline(model, ema).save_pretrained(run / self.export_name, overwrite=True)
         from gen.pipeline.folder import write_folder
         from gen.pipeline.lora import CONFIG, save_lora
