@@ -94,13 +94,37 @@ def _copy_into(model: ConfiguredModule, overrides: dict) -> tuple[ConfiguredModu
 
     new = type(model).from_config({**dataclasses.asdict(model.config), **overrides})
     new.to(next(model.parameters()).device)
+    state = model.state_dict()
+    old_keys, new_keys = tuple(getattr(model.config, "concat_keys", ())), tuple(getattr(new.config, "concat_keys", ()))
+    if new_keys != old_keys and new_keys[:len(old_keys)] == old_keys:
+        state = _widen_inputs(state, new.state_dict())
     try:
-        missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+        missing, unexpected = new.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
         raise ValueError(f"{overrides} changes existing layers of the {type(model).__name__}: {err}") from None
     if unexpected:
         raise ValueError(f"{overrides} removes layers of the {type(model).__name__} (e.g. {unexpected[:3]})")
     return new, missing
+
+
+def _widen_inputs(state: dict, target: dict) -> dict:
+    """`state` with each weight that reads the input channels (the patch embedding, the
+    first convolution) widened to `target`'s channel count: the old channels first, as
+    before, and zeros for the concatenated inputs appended after them, so the widened
+    model computes what the old one did until it learns to use them (as inpainting models
+    are started from text-to-image ones)."""
+    import torch
+
+    widened = dict(state)
+    for key, value in state.items():
+        want = target.get(key)
+        if want is None or want.shape == value.shape or value.dim() < 2 or want.dim() != value.dim():
+            continue
+        if want.shape[0] == value.shape[0] and want.shape[2:] == value.shape[2:] and want.shape[1] > value.shape[1]:
+            grown = torch.zeros(want.shape, dtype=value.dtype, device=value.device)
+            grown[:, :value.shape[1]] = value
+            widened[key] = grown
+    return widened
 
 
 def list_models() -> list[tuple[str, int]]:
@@ -155,6 +179,7 @@ def summary() -> list[dict]:
     return rows
 
 
-__all__ = ["video_from_image", "extend", "summary", "native_input", "create", "list_models", "load_pretrained", "read_config", "PRESETS", "DiT", "DiTConfig",
-           "UNet", "UNetConfig", "TextEncoder", "TextEncoderConfig", "ImageVAE", "ImageVAEConfig", "create_vae", "VideoVAE",
-           "VideoVAEConfig", "create_video_vae", "ConfiguredModule", "register"]
+__all__ = ["video_from_image", "extend", "summary", "native_input", "create", "list_models", "load_pretrained",
+           "read_config", "PRESETS", "DiT", "DiTConfig", "UNet", "UNetConfig", "TextEncoder", "TextEncoderConfig",
+           "ImageVAE", "ImageVAEConfig", "create_vae", "VideoVAE", "VideoVAEConfig", "create_video_vae",
+           "ConfiguredModule", "register"]

@@ -37,6 +37,14 @@ def integer(low: int | None = 1, high: int | None = None, why: str = ""):
     return parse
 
 
+def names(text: str) -> tuple[str, ...]:
+    """Comma-separated names (`animate,interpolate`) as a tuple, blanks dropped."""
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not parts:
+        raise argparse.ArgumentTypeError(f"must be comma-separated names, got {text!r}")
+    return parts
+
+
 def number(low: float | None = None, high: float | None = None, low_open: bool = False, why: str = ""):
     """A finite float in [low, high] ((low, high] with low_open)."""
     def parse(text: str) -> float:

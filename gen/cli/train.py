@@ -38,6 +38,11 @@ FLAGS = {
                             "image: the pipeline to fine-tune (every weight; with --lora-rank adapters only)"),
     "--lora-rank": ("lora_rank", int, "image with --init: train LoRA adapters of this rank only (peft)"),
     "--lora-alpha": ("lora_alpha", float, "the LoRA adapters' alpha: scale alpha / rank (default: the rank)"),
+    "--frame-masks": ("frame_masks", types.names,
+                      "video: train a masked-frame model (known frames and a mask as inputs) on these kinds of "
+                      "known frames, comma-separated: animate, interpolate, extend, none"),
+    "--known-noise": ("known_noise", float, "video with --frame-masks: noise std (up to) on known frames in "
+                                            "training, against conditional image leakage (default 0)"),
     "--scale": ("scale", int, "sr: output side / input side (default 4)"),
     "--crop": ("crop", int, "sr: train on random crops of this many pixels a side (default: whole images)"),
     "--sr-noise": ("sr_noise", float, "sr: the stage's default augmentation level of its input, 0-1 (default 0.2)"),

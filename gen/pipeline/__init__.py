@@ -31,7 +31,7 @@ from gen.pipeline.cascade import Cascade
 from gen.pipeline.folder import FORMAT, INDEX, read_index
 from gen.pipeline.image import MAX_SCALE, NULL_CONDITIONINGS, SAMPLERS, Pipeline, SamplingDefaults, to_uint8
 from gen.pipeline.superres import SuperResolution
-from gen.pipeline.video import VideoPipeline, clips_to_uint8
+from gen.pipeline.video import FRAME_MASKS, VideoPipeline, clips_to_uint8, frame_mask, random_frame_masks
 from gen.pipeline.weights import (DEFAULT_VAE, DEFAULT_VIDEO_VAE, WEIGHTS_DIR, is_local_model, resolve_vae,
                                   shipped_models, unknown_model)
 
@@ -111,7 +111,8 @@ def load_pipeline(name_or_path: str, device="cpu", dtype: torch.dtype | None = N
     return load(name_or_path, device=device, dtype=dtype)
 
 
-__all__ = ["CLASSES", "DEFAULT_VAE", "DEFAULT_VIDEO_VAE", "FORMAT", "INDEX", "MAX_SCALE", "NULL_CONDITIONINGS",
+__all__ = ["CLASSES", "DEFAULT_VAE", "DEFAULT_VIDEO_VAE", "FORMAT", "FRAME_MASKS", "INDEX", "MAX_SCALE",
+           "NULL_CONDITIONINGS", "frame_mask", "random_frame_masks",
            "SAMPLERS", "WEIGHTS_DIR", "Cascade", "Pipeline", "SamplingDefaults", "SuperResolution", "VideoPipeline",
            "clips_to_uint8", "install", "is_local_model", "load", "load_pipeline", "read_index", "resolve_vae",
            "shipped_models", "to_uint8", "unknown_model"]

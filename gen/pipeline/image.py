@@ -273,9 +273,10 @@ class Pipeline:
 
     def denoise(self, prompts: list[str], x_T: torch.Tensor, steps: int | None = None, sampler: str | None = None,
                 cfg: float | None = None, negative: str | None = None, callback=None, timesteps=None,
-                known=None) -> torch.Tensor:
+                known=None, extra: dict | None = None) -> torch.Tensor:
         """Run the sampler from x_T with text guidance; returns x_0 (pixels or latents).
-        `timesteps` (the sampler's, from the first; replaces `steps`) and `known` go to `samplers.sample`."""
+        `timesteps` (the sampler's, from the first; replaces `steps`) and `known` go to `samplers.sample`;
+        `extra` holds more cond entries (a masked-frame model's known frames), the same in both CFG halves."""
         from samplers import CFG, sample
 
         steps, sampler, cfg = self.check_sampling(steps, sampler, cfg)
@@ -283,6 +284,7 @@ class Pipeline:
         batch = len(prompts)
         unconditional = all(not p.strip() for p in prompts)
         cond = self.encode_prompt(prompts) if self.text_encoder is not None else {}
+        cond.update(extra or {})
         learned = self.null_conditioning == "learned"
         if learned:
             cond["null"] = torch.tensor([not p.strip() for p in prompts], device=self.device)

@@ -19,26 +19,78 @@ class VideoPipeline(Pipeline):
         x = pipe.generate(["a ball rolling left"], [0], frames=8)   # (B, C, T, H, W) in [-1, 1]
 
     The denoiser works on any frame count its positions allow (a warning past the trained
-    count). `init_image` animates a still: frame 0 is given to the sampler as known
-    (`samplers.sample(..., known=...)`: every step's x_0 keeps the image's value there, so
-    the clip's first frame is the image and the other frames are drawn to agree with it);
-    it works with any video model and every sampler, diffusers' schedulers included.
+    count). Known frames (`init_image`, a still that becomes frame 0, or `known_frames`,
+    a clip and a frame mask from `frame_mask`) go to the sampler as known
+    (`samplers.sample(..., known=...)`: every step's x_0 keeps their values, so the clip
+    shows them and the other frames are drawn to agree), with any video model and every
+    sampler. A masked-frame model (`concat_keys=("frames", "frame_mask")`, trained with
+    random masks: MCVD, Voleti et al. 2022) also reads them as input on every step; with
+    no frame known it gets an all-zero mask, and draws the clip from the text alone.
     """
 
     kind = "video"
 
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None, sampler: str | None = None,
                  cfg: float | None = None, negative: str | None = None, size: int | None = None,
-                 frames: int | None = None, init_image: torch.Tensor | None = None, callback=None) -> torch.Tensor:
+                 frames: int | None = None, init_image: torch.Tensor | None = None, known_frames=None,
+                 callback=None) -> torch.Tensor:
         """Clips (B, C, T, H, W) in [-1, 1]; clip i starts from noise seeded by seeds[i].
-        `init_image`: (C, H, W) in [-1, 1], the first frame of every clip."""
+        `init_image`: (C, H, W) in [-1, 1], the first frame of every clip. `known_frames`:
+        (clips, mask), clips (1 or B, C, T, H, W) in [-1, 1] and mask (T,) or (B, T), 1 where a
+        frame is known (pixel-space models)."""
         size = size or self.defaults.size
         frames = frames or self.defaults.frames
         shape = self.latent_shape(size, frames)
         x_T = self.noise(seeds, shape)
-        known = None if init_image is None else self.first_frame_known(init_image, size, x_T)
-        x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback, known=known)
+        if init_image is not None and known_frames is not None:
+            raise GenError("give init_image or known_frames, not both (frame 0 is a known frame)")
+        known = self.first_frame_known(init_image, size, x_T) if init_image is not None else \
+            self.frames_known(known_frames, size, x_T) if known_frames is not None else None
+        x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback, known=known,
+                          extra=self.frame_condition(known, x_T))
         return self.decode(x0).clamp(-1, 1)
+
+    @property
+    def masked_frames(self) -> bool:
+        """Whether the denoiser reads known frames as input (a masked-frame model)."""
+        return "frames" in getattr(self.denoiser.config, "concat_keys", ())
+
+    def frame_condition(self, known, x_T: torch.Tensor) -> dict | None:
+        """A masked-frame model's `frames` (zero where unknown) and `frame_mask` (B, T)."""
+        if not self.masked_frames:
+            return None
+        b, _, t = x_T.shape[:3]
+        if known is None:
+            return {"frames": torch.zeros_like(x_T), "frame_mask": torch.zeros(b, t, device=self.device)}
+        values, mask = known
+        return {"frames": (values * mask).expand_as(x_T).to(x_T.dtype),
+                "frame_mask": mask[:, 0, :, 0, 0].expand(b, t).to(x_T.dtype)}
+
+    def frames_known(self, known_frames, size: int, x_T: torch.Tensor):
+        """(values, mask) for the samplers' `known` from (clips, mask) in pixels."""
+        import torch.nn.functional as F
+
+        if not (isinstance(known_frames, (tuple, list)) and len(known_frames) == 2
+                and all(isinstance(k, torch.Tensor) for k in known_frames)):
+            raise GenError("known_frames must be a pair (clips, mask) of tensors")
+        if self.vae is not None:
+            raise GenError("known frames past the first need a pixel-space video model; with a video VAE, "
+                           "give frame 0 as init_image")
+        clips, mask = known_frames
+        b, c, t = x_T.shape[:3]
+        if clips.dim() != 5 or clips.shape[0] not in (1, b) or clips.shape[1] != c or clips.shape[2] != t:
+            raise GenError(f"the known clips must be (1 or {b}, {c}, {t}, H, W) for {t} frames, "
+                           f"got {tuple(clips.shape)}")
+        if mask.dim() == 1:
+            mask = mask[None]
+        if mask.dim() != 2 or mask.shape[0] not in (1, b) or mask.shape[1] != t:
+            raise GenError(f"the frame mask must be ({t},) or ({b}, {t}), got {tuple(mask.shape)}")
+        if clips.shape[-2:] != (size, size):
+            flat = F.interpolate(clips.transpose(1, 2).flatten(0, 1).float(), size=(size, size), mode="bilinear",
+                                 antialias=True, align_corners=False)
+            clips = flat.unflatten(0, (clips.shape[0], t)).transpose(1, 2)
+        mask = mask.float().clamp(0, 1).round().to(self.device)
+        return clips.float().clamp(-1, 1).to(self.device), mask[:, None, :, None, None]
 
     def latent_shape(self, size: int, frames: int | None = None) -> tuple[int, int, int, int]:
         """(C, T, h, w) of one x_T for a clip of `frames` frames of size x size pixels."""
@@ -84,6 +136,18 @@ class VideoPipeline(Pipeline):
         mask[:, :, 0] = 1
         return values, mask
 
+    def interpolate(self, prompts: list[str], clips: torch.Tensor, seeds: list[int], **kwargs) -> torch.Tensor:
+        """Temporal super-resolution: clips (B, C, T, H, W) in [-1, 1] at f fps -> (B, C, 2T, H, W)
+        at 2f, the given frames at the even positions, the odd ones drawn between them (the
+        last one after the last given frame). Best with a masked-frame model trained on the
+        `interpolate` mask."""
+        t = clips.shape[2]
+        dense = torch.zeros((*clips.shape[:2], 2 * t, *clips.shape[3:]), dtype=clips.dtype, device=clips.device)
+        dense[:, :, 0::2] = clips
+        mask = frame_mask("interpolate", 2 * t)
+        return self.generate(prompts, seeds, size=clips.shape[-1], frames=2 * t, known_frames=(dense, mask),
+                             **kwargs)
+
     def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list[list]:
         """One list of PIL frames per clip (n clips per prompt; clip k of a prompt uses seed + k)."""
         from PIL import Image
@@ -93,6 +157,39 @@ class VideoPipeline(Pipeline):
         seeds = [seed + k for _ in range(len(prompts) // n) for k in range(n)]
         clips = self.generate(prompts, seeds, **kwargs)
         return [[Image.fromarray(f) for f in frames] for frames in clips_to_uint8(clips)]
+
+
+FRAME_MASKS = ("animate", "interpolate", "extend", "none")
+
+
+def frame_mask(kind: str, frames: int, known: int | None = None) -> torch.Tensor:
+    """(frames,) of 0 and 1, 1 where a frame is known: `animate` frame 0 (image to video),
+    `interpolate` every other frame from 0 (temporal super-resolution), `extend` the first
+    `known` frames (default half: continuing a clip), `none` no frame (text to video)."""
+    mask = torch.zeros(frames)
+    if kind == "animate":
+        mask[0] = 1
+    elif kind == "interpolate":
+        mask[0::2] = 1
+    elif kind == "extend":
+        k = frames // 2 if known is None else known
+        if not 1 <= k < frames:
+            raise GenError(f"extend keeps between 1 and {frames - 1} of {frames} frames, got {k}")
+        mask[:k] = 1
+    elif kind != "none":
+        raise GenError(f"frame mask kind must be one of {', '.join(FRAME_MASKS)}, got {kind!r}")
+    return mask
+
+
+def random_frame_masks(kinds: tuple[str, ...], batch: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch, frames) training masks: each row one of `kinds` drawn uniformly (an `extend`
+    row keeps a uniform 1..frames-1 first frames), drawn from `generator`."""
+    rows = []
+    for _ in range(batch):
+        kind = kinds[int(torch.randint(0, len(kinds), (), generator=generator))]
+        known = int(torch.randint(1, frames, (), generator=generator)) if kind == "extend" and frames > 1 else None
+        rows.append(frame_mask("none" if kind == "extend" and frames == 1 else kind, frames, known))
+    return torch.stack(rows)
 
 
 def clips_to_uint8(clips: torch.Tensor) -> np.ndarray:

@@ -47,6 +47,9 @@ class TrainConfig:
     lora_rank: int | None = None  # image: train LoRA adapters of this rank on --init's denoiser, nothing else
     lora_alpha: float | None = None  # the adapters' alpha (scale alpha / rank; default: the rank)
     freeze_spatial: bool = False  # video with init: train only the temporal layers (a motion module)
+    frame_masks: tuple[str, ...] = ()  # video: a masked-frame model (frames + frame_mask inputs) trained on these
+    # kinds of known frames, one drawn per clip (animate, interpolate, extend, none; gen.pipeline.FRAME_MASKS)
+    known_noise: float = 0.0  # video with frame_masks: known frames get Gaussian noise of std U(0, this)
     image_ratio: float = 0.0  # video: share of steps on a batch of images, as one-frame clips (joint training)
     image_data: str | None = None  # video with image_ratio: the image dataset (default: toy for toy-video)
     vae_video: bool = False  # kind "vae": a causal video VAE on clips (models.VideoVAE)
@@ -165,6 +168,17 @@ class TrainConfig:
             raise GenError("--image-ratio is for `gen train video` (joint image-video training)")
         if self.image_ratio and not self.image_data and self.data != "toy-video":
             raise GenError(f"--image-ratio with --data {self.data}: name the images with --image-data")
+        if self.frame_masks:
+            from gen.pipeline.video import FRAME_MASKS
+
+            bad = [k for k in self.frame_masks if k not in FRAME_MASKS]
+            if self.kind != "video" or bad:
+                raise GenError(f"--frame-masks trains a masked-frame video model on kinds from "
+                               f"{', '.join(FRAME_MASKS)}: gen train video --frame-masks animate,interpolate; "
+                               f"got {','.join(self.frame_masks)!r} for {self.kind}")
+        if not (math.isfinite(self.known_noise) and 0 <= self.known_noise <= 1) \
+                or (self.known_noise and not self.frame_masks):
+            raise GenError(f"--known-noise must be between 0 and 1, given with --frame-masks; got {self.known_noise}")
         if self.freeze_spatial and not (self.kind == "video" and self.init):
             raise GenError("--freeze-spatial needs `gen train video --init IMAGE_PIPELINE`: "
                            "the spatial layers it keeps come from that image model")
@@ -197,8 +211,9 @@ class TrainConfig:
         if unknown:
             raise GenError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         data = dict(data)
-        if isinstance(data.get("sample_prompts"), list):
-            data["sample_prompts"] = tuple(data["sample_prompts"])
+        for name in ("sample_prompts", "frame_masks"):
+            if isinstance(data.get(name), list):
+                data[name] = tuple(data[name])
         return cls(**data)
 
 

@@ -29,9 +29,10 @@ class TextToImageModel(nn.Module):
         super().__init__()
         self.denoiser, self.text_encoder = denoiser, text_encoder
 
-    def forward(self, x_t, t, tokens, null):
+    def forward(self, x_t, t, tokens, null, extra=None):
         cond = self.text_encoder(tokens)
         cond["null"] = null
+        cond.update(extra or {})
         return self.denoiser(x_t, t, cond)
 
 
@@ -60,6 +61,13 @@ class DiffusionTask:
             self.start = self.image_start()
             if self.start.vae is not None and self.vae is None:
                 self.vae = self.start.vae.to(device).eval().requires_grad_(False)
+
+    def model_overrides(self) -> dict:
+        """The config's model overrides, plus the known-frame inputs of a masked-frame model."""
+        overrides = dict(self.cfg.model_overrides)
+        if self.cfg.frame_masks:
+            overrides["concat_keys"] = ("frames", "frame_mask")
+        return overrides
 
     def image_start(self):
         from gen.pipeline import Cascade, load_pipeline
@@ -122,7 +130,7 @@ class DiffusionTask:
                                                        "text_dim": text_encoder.dim,
                                                        "pooled_dim": text_encoder.pooled_dim,
                                                        **({"frames": latent_frames} if video else {}),
-                                                       **cfg.model_overrides})
+                                                       **self.model_overrides()})
             except ValueError as err:
                 raise GenError(str(err)) from None
         tubelet = getattr(denoiser.config, "tubelet", 1)
@@ -174,8 +182,9 @@ class DiffusionTask:
                            f"this run needs {in_channels}")
         try:
             if start.kind == "video":  # continue it, with any layers the overrides add
-                return models.extend(start.denoiser, **cfg.model_overrides), start.text_encoder
-            denoiser = models.video_from_image(start.denoiser, frames=cfg.frames, **cfg.model_overrides)
+                return models.extend(start.denoiser, **self.model_overrides()), start.text_encoder
+            denoiser = models.video_from_image(start.denoiser, frames=cfg.frames,
+                                             **self.model_overrides())
         except ValueError as err:
             raise GenError(f"--init {cfg.init}: {err}") from None
         return denoiser, start.text_encoder
@@ -244,12 +253,33 @@ class DiffusionTask:
         null = (torch.rand(b, generator=gen) < cfg.cond_drop).to(dev)
         x_t = q_sample(x0, t, noise, self.schedule)
         target = training_target(x0, noise, t, self.schedule)
+        extra, where = self.known_frames(x0, gen) if cfg.frame_masks else (None, None)
         with autocast:
-            pred = trained(x_t, t, tokens, null)
-        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+            pred = trained(x_t, t, tokens, null, extra)
+        error = F.mse_loss(pred.float(), target.float(), reduction="none")
+        if where is None:
+            per_sample = error.flatten(1).mean(1)
+        else:  # the frames to draw only: known ones are given
+            per_sample = (error * where).flatten(1).sum(1) / where.expand_as(error).flatten(1).sum(1).clamp(min=1)
         weights = loss_weights(t, self.schedule, "min_snr" if cfg.loss_weighting == "min_snr" else "uniform",
                                cfg.min_snr_gamma)
         return (per_sample * weights).mean(), {}
+
+    def known_frames(self, x0: torch.Tensor, gen: torch.Generator) -> tuple[dict, torch.Tensor]:
+        """A masked-frame model's inputs for clean clips x0 (B, C, T, H, W): one random mask
+        of cfg.frame_masks per clip (none for one-frame clips, images in joint training), the
+        known frames with noise of std U(0, known_noise) (against conditional image leakage,
+        Zhao et al. 2024), zero elsewhere; and the (B, 1, T, 1, 1) weights of the frames to draw."""
+        from gen.pipeline.video import random_frame_masks
+
+        b, frames, dev = x0.shape[0], x0.shape[2], x0.device
+        mask = random_frame_masks(self.cfg.frame_masks if frames > 1 else ("none",), b, frames, gen).to(dev)
+        known = x0
+        if self.cfg.known_noise:
+            sigma = (torch.rand(b, generator=gen) * self.cfg.known_noise).to(dev)
+            known = x0 + sigma.view(-1, 1, 1, 1, 1) * torch.randn(x0.shape, generator=gen).to(dev)
+        m = mask[:, None, :, None, None]
+        return {"frames": known * m, "frame_mask": mask}, 1 - m
 
     def pipeline(self, model, ema):
         from gen.pipeline import Pipeline, SamplingDefaults, VideoPipeline

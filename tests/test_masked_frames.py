@@ -1,0 +1,196 @@
+"""The masked-frame video model (issue 17): known frames and a mask as inputs, trained
+with random masks so one model animates, interpolates, extends and generates; the
+pipeline passes known frames as input and as the samplers' `known`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import models
+from gen.cli import main
+from gen.errors import GenError
+from gen.pipeline import FRAME_MASKS, SamplingDefaults, VideoPipeline, frame_mask, random_frame_masks
+from gen.train import TrainConfig
+from gen.train.diffusion import DiffusionTask
+from samplers import NoiseSchedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+KEYS = ("frames", "frame_mask")
+
+
+def test_frame_mask_kinds():
+    assert frame_mask("animate", 5).tolist() == [1, 0, 0, 0, 0]
+    assert frame_mask("interpolate", 6).tolist() == [1, 0, 1, 0, 1, 0]
+    assert frame_mask("extend", 6).tolist() == [1, 1, 1, 0, 0, 0]
+    assert frame_mask("extend", 6, known=2).tolist() == [1, 1, 0, 0, 0, 0]
+    assert frame_mask("none", 3).tolist() == [0, 0, 0]
+    with pytest.raises(GenError, match="one of animate, interpolate, extend, none"):
+        frame_mask("jump", 4)
+    with pytest.raises(GenError, match="between 1 and 3"):
+        frame_mask("extend", 4, known=4)
+
+
+def test_random_masks_are_drawn_from_the_kinds_and_the_generator():
+    g = torch.Generator().manual_seed(0)
+    masks = random_frame_masks(FRAME_MASKS, 400, 8, g)
+    again = random_frame_masks(FRAME_MASKS, 400, 8, torch.Generator().manual_seed(0))
+    assert torch.equal(masks, again) and masks.shape == (400, 8)
+    animate, interp, none = frame_mask("animate", 8), frame_mask("interpolate", 8), frame_mask("none", 8)
+    kinds = {"animate": 0, "interpolate": 0, "extend": 0, "none": 0}
+    for row in masks:
+        if torch.equal(row, animate):
+            kinds["animate"] += 1
+        elif torch.equal(row, interp):
+            kinds["interpolate"] += 1
+        elif torch.equal(row, none):
+            kinds["none"] += 1
+        else:  # extend: a prefix of ones, then zeros, at least one of each
+            k = int(row.sum())
+            assert 1 <= k < 8 and torch.equal(row, frame_mask("extend", 8, known=k))
+            kinds["extend"] += 1
+    assert all(60 < count < 140 for count in kinds.values()), kinds  # uniform over 4 kinds: 100 each
+    assert torch.equal(random_frame_masks(("animate",), 3, 4, g), animate[:4].repeat(3, 1))
+
+
+def _cond(net, b=2, frames=4, size=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((b, 3, frames, size, size), generator=g)
+    cond = {"text": torch.randn((b, 16, net.config.text_dim), generator=g),
+            "pooled": torch.randn((b, net.config.pooled_dim), generator=g),
+            "text_mask": torch.ones(b, 16, dtype=torch.bool)}
+    return x, torch.tensor([10, 700][:b]), cond
+
+
+@pytest.mark.parametrize("how", ["video_from_image", "extend-dit", "extend-unet"])
+def test_widened_inputs_start_as_the_model_without_them(how):
+    torch.manual_seed(0)
+
+    def jiggle(net):  # as if trained: zero-initialised branches would hide a difference
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        return net
+
+    if how == "video_from_image":
+        image = jiggle(models.create("dit-tiny", sample_size=8, text_dim=32, pooled_dim=32))
+        plain = models.video_from_image(image, frames=4)
+        masked = models.video_from_image(image, frames=4, concat_keys=KEYS)
+    else:
+        preset = "video-dit-tiny" if how == "extend-dit" else "video-unet-tiny"
+        plain = jiggle(models.create(preset, sample_size=8, frames=4, text_dim=32, pooled_dim=32,
+                                     **({"tubelet": 1} if how == "extend-dit" else {})))
+        masked = models.extend(plain, concat_keys=KEYS)
+    assert masked.config.concat_keys == KEYS
+    x, t, cond = _cond(plain)
+    expected = plain(x, t, cond)
+    for frames, mask in ((torch.randn_like(x), torch.tensor([[1.0, 0, 1, 0], [1, 1, 0, 0]])),
+                         (torch.zeros_like(x), torch.zeros(2, 4))):
+        out = masked(x, t, {**cond, "frames": frames, "frame_mask": mask})
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="frames"):
+        masked(x, t, cond)  # the new inputs are required
+
+
+def test_training_inputs_hide_unknown_frames_and_weight_only_them():
+    cfg = TrainConfig(out="unused", kind="video", frames=4, frame_masks=("interpolate",)).validate()
+    task = DiffusionTask(cfg, torch.device("cpu"))
+    x0 = torch.randn(3, 3, 4, 8, 8)
+    extra, where = task.known_frames(x0, torch.Generator().manual_seed(0))
+    assert torch.equal(extra["frame_mask"], torch.tensor([[1.0, 0, 1, 0]]).repeat(3, 1))
+    assert torch.equal(extra["frames"][:, :, 0::2], x0[:, :, 0::2]) and not extra["frames"][:, :, 1::2].any()
+    assert torch.equal(where[:, 0, :, 0, 0], torch.tensor([[0.0, 1, 0, 1]]).repeat(3, 1))
+    noisy_cfg = TrainConfig(out="unused", kind="video", frames=4, frame_masks=("animate",), known_noise=0.5)
+    noisy = DiffusionTask(noisy_cfg.validate(), torch.device("cpu"))
+    extra, _ = noisy.known_frames(x0, torch.Generator().manual_seed(0))
+    delta = extra["frames"][:, :, 0] - x0[:, :, 0]
+    assert 0 < delta.abs().max() and not extra["frames"][:, :, 1:].any()
+    one = noisy.known_frames(x0[:, :, :1], torch.Generator().manual_seed(0))[0]  # an image: nothing known
+    assert not one["frame_mask"].any()
+
+
+@pytest.fixture(scope="module")
+def masked_pipe():
+    torch.manual_seed(0)
+    enc = models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
+                                                      embed_dim=32, context_length=16))
+    net = models.create("video-dit-tiny", sample_size=8, frames=4, tubelet=1, text_dim=enc.dim,
+                        pooled_dim=enc.pooled_dim, concat_keys=KEYS)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return VideoPipeline(net, enc, NoiseSchedule.create("cosine", prediction="v"),
+                         SamplingDefaults(size=8, steps=3, frames=4, fps=2.0))
+
+
+def _spy(pipe):
+    seen = []
+    forward = pipe.denoiser.forward
+
+    def spy(x, t, cond):
+        seen.append({k: cond[k].clone() for k in KEYS})
+        return forward(x, t, cond)
+
+    pipe.denoiser.forward = spy
+    return seen
+
+
+def test_known_frames_are_input_in_both_guidance_halves_and_kept(masked_pipe):
+    seen = _spy(masked_pipe)
+    try:
+        g = torch.Generator().manual_seed(3)
+        clips = torch.rand((1, 3, 4, 8, 8), generator=g) * 2 - 1
+        mask = frame_mask("interpolate", 4)
+        out = masked_pipe.generate(["a cat", "a dog"], [0, 1], known_frames=(clips, mask), cfg=3.0)
+        torch.testing.assert_close(out[:, :, 0::2], clips[:, :, 0::2].expand(2, -1, -1, -1, -1), atol=1e-5, rtol=0)
+        assert len(seen) == 3  # one batched call a step: [cond; null]
+        for step in seen:
+            assert torch.equal(step["frame_mask"], mask.repeat(4, 1))
+            assert torch.allclose(step["frames"][:, :, 0::2], clips[:, :, 0::2].expand(4, -1, -1, -1, -1))
+            assert not step["frames"][:, :, 1::2].any()
+        seen.clear()
+        masked_pipe.generate(["a cat"], [0])  # nothing known: text to video, an all-zero mask
+        assert all(not s["frame_mask"].any() and not s["frames"].any() for s in seen)
+    finally:
+        del masked_pipe.denoiser.forward
+
+
+def test_interpolate_doubles_the_frames_keeping_the_given_ones(masked_pipe):
+    clips = torch.rand((1, 3, 2, 8, 8), generator=torch.Generator().manual_seed(4)) * 2 - 1
+    out = masked_pipe.interpolate(["a cat"], clips, [0])
+    assert out.shape == (1, 3, 4, 8, 8)
+    torch.testing.assert_close(out[:, :, 0::2], clips, atol=1e-5, rtol=0)
+
+
+def test_known_frames_bad_input(masked_pipe):
+    clips = torch.zeros((1, 3, 4, 8, 8))
+    with pytest.raises(GenError, match=r"the known clips must be \(1 or 1, 3, 4, H, W\)"):
+        masked_pipe.generate(["a cat"], [0], known_frames=(clips[:, :, :3], frame_mask("animate", 3)))
+    with pytest.raises(GenError, match=r"the frame mask must be \(4,\)"):
+        masked_pipe.generate(["a cat"], [0], known_frames=(clips, torch.ones(3)))
+    with pytest.raises(GenError, match="not both"):
+        masked_pipe.generate(["a cat"], [0], known_frames=(clips, torch.ones(4)), init_image=torch.zeros(3, 8, 8))
+
+
+def test_gen_train_video_frame_masks(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "video", "--data", "toy-video", "--model", "video-dit-tiny", "--frames", "4",
+                 "--size", "8", "--steps", "2",
+                 "--batch", "2", "--n", "4", "--sample-every", "0", "--frame-masks", "animate,interpolate",
+                 "--known-noise", "0.05", "--out", str(run)]) == 0
+    pipe = VideoPipeline.from_pretrained(str(run / "pipeline"))
+    assert pipe.denoiser.config.concat_keys == KEYS and pipe.masked_frames
+    assert pipe.generate(["a ball"], [0], init_image=torch.zeros(3, 8, 8)).shape == (1, 3, 4, 8, 8)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "video", "--frame-masks", "jump", "--out", "r"], "--frame-masks trains a masked-frame video model"),
+    (["train", "image", "--frame-masks", "animate", "--out", "r"], "gen train video --frame-masks"),
+    (["train", "video", "--known-noise", "0.1", "--out", "r"], "given with --frame-masks"),
+])
+def test_frame_mask_flags_bad_input(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
