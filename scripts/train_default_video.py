@@ -65,6 +65,15 @@ def main() -> None:
                         help="what a temporal block attends over (default: the recipe's, position)")
     parser.add_argument("--temporal-conv", type=int, default=None,
                         help="add a space-time conv motion path of this many channels after each temporal block")
+    parser.add_argument("--frame-masks", default=None,
+                        help="a masked-frame model (issue 17): comma-separated mask kinds to train on, e.g. "
+                             "animate,interpolate,extend (known frames and a mask become inputs)")
+    parser.add_argument("--known-noise", type=float, default=None, help="with --frame-masks: noise on known frames")
+    parser.add_argument("--size", type=int, default=None, help="clip side in pixels (default 32)")
+    parser.add_argument("--frames", type=int, default=None, help="frames per clip (default 8)")
+    parser.add_argument("--fps", type=float, default=None, help="frames per second (default 4)")
+    parser.add_argument("--train-spatial", action="store_true", help="train the image layers too (not frozen)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (the fast trainer)")
     parser.add_argument("--ship", type=Path, default=None, help="copy this trained pipeline into gen/weights")
     args = parser.parse_args()
     if args.ship:
@@ -83,9 +92,16 @@ def main() -> None:
         recipe.update(model_overrides={**recipe["model_overrides"], "temporal_mode": args.temporal_mode})
     if args.temporal_conv is not None:
         recipe.update(model_overrides={**recipe["model_overrides"], "temporal_conv": args.temporal_conv})
+    if args.frame_masks:
+        recipe.update(frame_masks=tuple(k.strip() for k in args.frame_masks.split(",") if k.strip()))
+    for name in ("known_noise", "size", "frames", "fps"):
+        if getattr(args, name) is not None:
+            recipe[name] = getattr(args, name)
+    if args.train_spatial:
+        recipe.update(freeze_spatial=False)
     cfg = TrainConfig(out=args.out, steps=args.steps, batch=args.batch, workers=args.workers,
                       max_minutes=args.minutes, ckpt_every=args.ckpt_every, sample_every=args.sample_every,
-                      log_every=50, **recipe)
+                      compile=args.compile, log_every=50, **recipe)
     print(train(cfg, resume=args.resume, device=args.device))
 
 

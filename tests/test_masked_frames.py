@@ -194,3 +194,28 @@ def test_frame_mask_flags_bad_input(tmp_path, capsys, monkeypatch, argv, message
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_frozen_image_model_still_learns_to_read_the_known_frames(tmp_path):
+    from gen.pipeline import Pipeline
+
+    torch.manual_seed(0)
+    enc = models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
+                                                      embed_dim=32, context_length=16))
+    image = models.create("dit-tiny", sample_size=8, text_dim=enc.dim, pooled_dim=enc.pooled_dim)
+    with torch.no_grad():
+        for p in image.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    base = Pipeline(image, enc, NoiseSchedule.create("cosine", prediction="v"), SamplingDefaults(size=8, steps=2))
+    base_dir = base.save_pretrained(tmp_path / "image")
+    run = tmp_path / "run"
+    assert main(["train", "video", "--data", "toy-video", "--init", str(base_dir), "--freeze-spatial",
+                 "--frame-masks", "animate", "--frames", "4", "--size", "8", "--steps", "2", "--batch", "2",
+                 "--n", "4", "--lr", "0.05", "--warmup", "1", "--ema-decay", "0", "--sample-every", "0",
+                 "--out", str(run)]) == 0
+    tuned = VideoPipeline.from_pretrained(str(run / "pipeline")).denoiser.state_dict()
+    weight = tuned["patch.proj.weight"]  # (D, 3 + 3 + 1, p, p): the image's channels, then frames and mask
+    assert torch.equal(weight[:, :3], image.state_dict()["patch.proj.weight"])  # the image's weights stay
+    assert weight[:, 3:].abs().sum() > 0  # the new input channels trained from zero
+    frozen = [k for k in image.state_dict() if k != "patch.proj.weight" and k in tuned]
+    assert frozen and all(torch.equal(tuned[k], image.state_dict()[k]) for k in frozen)

@@ -176,6 +176,9 @@ class TrainConfig:
                 raise GenError(f"--frame-masks trains a masked-frame video model on kinds from "
                                f"{', '.join(FRAME_MASKS)}: gen train video --frame-masks animate,interpolate; "
                                f"got {','.join(self.frame_masks)!r} for {self.kind}")
+        if self.frame_masks and self.freeze_spatial and self.weight_decay:
+            raise GenError(f"--weight-decay {self.weight_decay} would change the frozen image layers of a "
+                           f"masked-frame model trained with --freeze-spatial; use --weight-decay 0")
         if not (math.isfinite(self.known_noise) and 0 <= self.known_noise <= 1) \
                 or (self.known_noise and not self.frame_masks):
             raise GenError(f"--known-noise must be between 0 and 1, given with --frame-masks; got {self.known_noise}")

@@ -62,6 +62,22 @@ class DiffusionTask:
             if self.start.vae is not None and self.vae is None:
                 self.vae = self.start.vae.to(device).eval().requires_grad_(False)
 
+    @staticmethod
+    def train_new_inputs(denoiser) -> None:
+        """Let the input layer (DiT patch embedding, U-Net conv_in) learn its weights on the
+        concatenated inputs while those on x, and its bias, stay the image model's: a gradient
+        hook zeroes the rest, so AdamW (weight decay 0: the config insists) leaves them as they are."""
+        layer = denoiser.patch.proj if hasattr(denoiser, "patch") else denoiser.conv_in
+        keep = denoiser.config.in_channels
+
+        def only_new(grad):
+            grad = grad.clone()
+            grad[:, :keep] = 0
+            return grad
+
+        layer.weight.requires_grad_(True)
+        layer.weight.register_hook(only_new)
+
     def model_overrides(self) -> dict:
         """The config's model overrides, plus the known-frame inputs of a masked-frame model."""
         overrides = dict(self.cfg.model_overrides)
@@ -149,6 +165,8 @@ class DiffusionTask:
         if cfg.freeze_spatial:
             for name, param in denoiser.named_parameters():
                 param.requires_grad_("temporal" in name)
+            if cfg.frame_masks:  # the input layer's weights on the known frames and mask train too
+                self.train_new_inputs(denoiser)
         if self.device.type == "cpu" and getattr(denoiser.config, "channels", None):
             model = model.to(memory_format=torch.channels_last)  # U-Net convs: ~6x faster with bf16
         self.schedule = self.start.schedule if self.start is not None else NoiseSchedule.create(**cfg.schedule)
