@@ -219,3 +219,26 @@ def test_a_frozen_image_model_still_learns_to_read_the_known_frames(tmp_path):
     assert weight[:, 3:].abs().sum() > 0  # the new input channels trained from zero
     frozen = [k for k in image.state_dict() if k != "patch.proj.weight" and k in tuned]
     assert frozen and all(torch.equal(tuned[k], image.state_dict()[k]) for k in frozen)
+
+
+def test_interpolate_past_the_trained_frames_runs_in_windows(masked_pipe):
+    import warnings
+
+    clips = torch.rand((1, 3, 4, 8, 8), generator=torch.Generator().manual_seed(5)) * 2 - 1
+    calls = []
+    generate = masked_pipe.generate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["known_frames"][0].shape[2])
+        return generate(*args, **kwargs)
+
+    masked_pipe.generate = spy
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # never past the 4 frames the model was trained on
+            out = masked_pipe.interpolate(["a cat"], clips, [0])
+    finally:
+        del masked_pipe.generate
+    assert out.shape == (1, 3, 8, 8, 8) and calls == [4, 4, 4]  # windows at 0, 2 and 4 of 8
+    torch.testing.assert_close(out[:, :, 0::2], clips, atol=1e-5, rtol=0)
+    assert out[:, :, 1::2].abs().sum() > 0

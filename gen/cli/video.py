@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gen import __version__
-    from gen.pipeline import VideoPipeline, clips_to_uint8
+    from gen.pipeline import VideoCascade, VideoPipeline, clips_to_uint8
     from gen.runtime import resolve_device
     from gen.video_io import import_av, write_video
 
@@ -84,23 +84,31 @@ def run(args: argparse.Namespace) -> int:
     timings["load"] = time.perf_counter() - t0
     pipe.precision = args.precision
     d = pipe.defaults
-    size, frames = args.size or d.size, args.frames or d.frames
-    multiple = getattr(pipe.denoiser, "size_multiple", getattr(pipe.denoiser.config, "patch_size", 1))
-    factor = multiple * (pipe.vae.scale_factor if pipe.vae is not None else 1)
-    if size % factor:
-        what = "patch size" if multiple == getattr(pipe.denoiser.config, "patch_size", 1) else \
-            "patch size times its temporal pooling"
-        raise GenError(f"--size {size} is not divisible by {factor} (the model's {what}"
-                       f"{' times the VAE factor' if pipe.vae is not None else ''})")
-    init = types.read_image(args.init_image, size=size)[0] if args.init_image else None  # resized: said once
+    cascade = isinstance(pipe, VideoCascade)
+    if cascade:  # --size, --fps and --frames pick where it stops (named when it cannot reach them)
+        spatial, temporal = pipe.plan(args.size, args.fps, args.frames)
+        size, (frames, fps) = pipe.sizes[spatial], pipe.rates[temporal]
+        first_size = pipe.sizes[0]
+    else:
+        size, frames, fps = args.size or d.size, args.frames or d.frames, args.fps or d.fps or 8.0
+        first_size = size
+        multiple = getattr(pipe.denoiser, "size_multiple", getattr(pipe.denoiser.config, "patch_size", 1))
+        factor = multiple * (pipe.vae.scale_factor if pipe.vae is not None else 1)
+        if size % factor:
+            what = "patch size" if multiple == getattr(pipe.denoiser.config, "patch_size", 1) else \
+                "patch size times its temporal pooling"
+            raise GenError(f"--size {size} is not divisible by {factor} (the model's {what}"
+                           f"{' times the VAE factor' if pipe.vae is not None else ''})")
+    # frame 0 at the size the video stage draws (resized, and said once)
+    init = types.read_image(args.init_image, size=first_size)[0] if args.init_image else None
+    stop = {"fps": fps} if cascade else {}
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
         clip = pipe.generate([args.prompt], [args.seed], steps=args.steps, sampler=args.sampler, cfg=args.cfg,
-                             negative=args.negative, size=size, frames=frames, init_image=init)
+                             negative=args.negative, size=size, frames=frames, init_image=init, **stop)
     timings["generate"] = time.perf_counter() - t0
-    fps = args.fps or d.fps or 8.0
     params = {"prompt": args.prompt, "seed": args.seed, "steps": args.steps or d.steps,
               "sampler": args.sampler or d.sampler, "cfg": d.cfg if args.cfg is None else args.cfg,
               "negative": args.negative or "", "model": args.model, "dtype": args.dtype,

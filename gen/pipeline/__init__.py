@@ -13,6 +13,7 @@
     video.py      VideoPipeline
     superres.py   SuperResolution: a cascade's super-resolution stage
     cascade.py    Cascade: a base pipeline, then super-resolution stages
+    video_cascade.py  VideoCascade: text -> image -> video, then temporal and spatial super-resolution
     diffusers.py  DiffusersPipeline: diffusers Stable-Diffusion folders on gen's samplers
 
 `load` reads a folder's model_index.json and builds the class its `_class` names (a
@@ -32,11 +33,12 @@ from gen.pipeline.folder import FORMAT, INDEX, read_index
 from gen.pipeline.image import MAX_SCALE, NULL_CONDITIONINGS, SAMPLERS, Pipeline, SamplingDefaults, to_uint8
 from gen.pipeline.superres import SuperResolution
 from gen.pipeline.video import FRAME_MASKS, VideoPipeline, clips_to_uint8, frame_mask, random_frame_masks
+from gen.pipeline.video_cascade import VideoCascade
 from gen.pipeline.weights import (DEFAULT_VAE, DEFAULT_VIDEO_VAE, WEIGHTS_DIR, is_local_model, resolve_vae,
                                   shipped_models, unknown_model)
 
 # model_index.json "_class" -> the class that reads the folder (its from_folder)
-CLASSES = {c.__name__: c for c in (Pipeline, VideoPipeline, SuperResolution, Cascade)}
+CLASSES = {c.__name__: c for c in (Pipeline, VideoPipeline, SuperResolution, Cascade, VideoCascade)}
 NOUNS = {"image": "text-to-image model", "video": "text-to-video model", "sr": "super-resolution stage"}
 KINDS = {"image": "a text-to-image model; use it with `gen image`",
          "video": "a text-to-video model; use it with `gen video`",
@@ -112,7 +114,7 @@ def load_pipeline(name_or_path: str, device="cpu", dtype: torch.dtype | None = N
 
 
 __all__ = ["CLASSES", "DEFAULT_VAE", "DEFAULT_VIDEO_VAE", "FORMAT", "FRAME_MASKS", "INDEX", "MAX_SCALE",
-           "NULL_CONDITIONINGS", "frame_mask", "random_frame_masks",
-           "SAMPLERS", "WEIGHTS_DIR", "Cascade", "Pipeline", "SamplingDefaults", "SuperResolution", "VideoPipeline",
-           "clips_to_uint8", "install", "is_local_model", "load", "load_pipeline", "read_index", "resolve_vae",
+           "NULL_CONDITIONINGS", "SAMPLERS", "WEIGHTS_DIR", "Cascade", "Pipeline", "SamplingDefaults",
+           "SuperResolution", "VideoCascade", "VideoPipeline", "clips_to_uint8", "frame_mask", "install",
+           "is_local_model", "load", "load_pipeline", "random_frame_masks", "read_index", "resolve_vae",
            "shipped_models", "to_uint8", "unknown_model"]

@@ -46,7 +46,8 @@ def read_index(path: Path) -> dict:
     if not isinstance(index.get("format", FORMAT), int) or index.get("format", FORMAT) > FORMAT:
         raise GenError(f"{path / INDEX}: folder format {index.get('format')!r}; this gen reads format {FORMAT} "
                        f"and older: upgrade gen")
-    if index.get("_class") == "Cascade":  # its stages are pipeline folders, checked by Cascade.from_folder
+    if index.get("_class") in ("Cascade", "VideoCascade"):  # its stages are pipeline folders, checked by its
+        # from_folder
         return index
     if "_class_name" not in index:  # gen's own: it must name its parts and its schedule
         for key in ("denoiser", "schedule"):

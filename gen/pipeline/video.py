@@ -119,18 +119,23 @@ class VideoPipeline(Pipeline):
         return (c, latent_frames, h, w)
 
     def first_frame_known(self, image: torch.Tensor, size: int, x_T: torch.Tensor):
-        """(values, mask) for the samplers' `known`: frame 0 is the image (C, H, W) in [-1, 1],
-        resized to the clip's size (its latent with a VAE: the image encoded as a one-frame clip)."""
+        """(values, mask) for the samplers' `known`: frame 0 is the image, (C, H, W) for every
+        clip or (B, C, H, W) one per clip, in [-1, 1], resized to the clip's size (its latent
+        with a VAE: the image encoded as a one-frame clip)."""
         import torch.nn.functional as F
 
-        if not isinstance(image, torch.Tensor) or image.dim() != 3 \
-                or (self.vae is None and image.shape[0] != x_T.shape[1]):
+        b = x_T.shape[0]
+        channels = x_T.shape[1] if self.vae is None else getattr(self.vae, "image_channels", 3)
+        if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or image.shape[-3] != channels \
+                or (image.dim() == 4 and image.shape[0] not in (1, b)):
             got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise GenError(f"the init image must be a tensor (C, H, W) with {x_T.shape[1]} channels, got {got}")
-        image = F.interpolate(image[None].float().clamp(-1, 1), size=(size, size), mode="bilinear",
-                              antialias=True, align_corners=False).to(self.device)  # (1, C, S, S)
+            raise GenError(f"the init image must be a tensor ({channels}, H, W) or (1 or {b}, {channels}, H, W), "
+                           f"got {got}")
+        image = image if image.dim() == 4 else image[None]
+        image = F.interpolate(image.float().clamp(-1, 1), size=(size, size), mode="bilinear",
+                              antialias=True, align_corners=False).to(self.device)  # (1 or B, C, S, S)
         first = image if self.vae is None else self.vae.encode(image[:, :, None]).float()[:, :, 0]
-        values = torch.zeros((1, *x_T.shape[1:]), device=self.device)
+        values = torch.zeros((first.shape[0], *x_T.shape[1:]), device=self.device)
         values[:, :, 0] = first
         mask = torch.zeros((1, 1, x_T.shape[2], 1, 1), device=self.device)
         mask[:, :, 0] = 1
@@ -140,13 +145,31 @@ class VideoPipeline(Pipeline):
         """Temporal super-resolution: clips (B, C, T, H, W) in [-1, 1] at f fps -> (B, C, 2T, H, W)
         at 2f, the given frames at the even positions, the odd ones drawn between them (the
         last one after the last given frame). Best with a masked-frame model trained on the
-        `interpolate` mask."""
+        `interpolate` mask. Past the frames the model was trained on it runs in windows of
+        that many frames, each starting on the last given frame of the one before (which
+        ends on a frame drawn after its last given one, redrawn between two given ones by the
+        next); every window draws from the clips' seeds."""
         t = clips.shape[2]
         dense = torch.zeros((*clips.shape[:2], 2 * t, *clips.shape[3:]), dtype=clips.dtype, device=clips.device)
         dense[:, :, 0::2] = clips
-        mask = frame_mask("interpolate", 2 * t)
-        return self.generate(prompts, seeds, size=clips.shape[-1], frames=2 * t, known_frames=(dense, mask),
-                             **kwargs)
+        window = self.defaults.frames or self.denoiser.config.frames
+        window -= window % 2
+        n = 2 * t
+        if n <= window or window < 4:
+            return self.generate(prompts, seeds, size=clips.shape[-1], frames=n,
+                                 known_frames=(dense, frame_mask("interpolate", n)), **kwargs)
+        out, start = dense.clone(), 0
+        while True:
+            last = start + window >= n
+            start = n - window if last else start
+            part = self.generate(prompts, seeds, size=clips.shape[-1], frames=window,
+                                 known_frames=(dense[:, :, start:start + window], frame_mask("interpolate", window)),
+                                 **kwargs).to(out.dtype)
+            keep = window if last else window - 1  # a window's last frame has no given frame after it
+            out[:, :, start:start + keep] = part[:, :, :keep]
+            if last:
+                return out
+            start += window - 2
 
     def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list[list]:
         """One list of PIL frames per clip (n clips per prompt; clip k of a prompt uses seed + k)."""

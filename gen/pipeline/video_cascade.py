@@ -1,0 +1,231 @@
+"""The video cascade (issue 17, DESIGN.md): text -> image -> video, then temporal and
+spatial super-resolution, each stage its own pipeline.
+
+    from gen.pipeline import VideoCascade
+    pipe = VideoCascade(image, video, temporal=video, spatial=[sr_4x])
+    clips = pipe.generate(["a ball rolling left"], [0])           # the last stage's output
+    base = pipe.generate(["a ball rolling left"], [0], fps=4, size=32)   # stop earlier
+
+1. Frame 0 comes from a text-to-image pipeline (or cascade), which gets objects and
+   colours right (Emu Video's factorisation, Girdhar et al. 2023), or from `init_image`.
+2. A masked-frame video model animates it: frame 0 known, the clip's other frames drawn
+   (`VideoPipeline.generate(init_image=...)`), at the base size and frame rate.
+3. Temporal super-resolution doubles the frame rate (`VideoPipeline.interpolate`: the
+   clip's frames known at the even positions); the same masked model may do it.
+4. Spatial super-resolution stages enlarge every frame; a clip's frames share their
+   noise (seed i for every frame of clip i), which keeps them from flickering.
+
+Clip i draws every stage's noise from seed i. A folder holds `model_index.json`
+({"_class": "VideoCascade", "kind": "video", "format": 1, "image": ENTRY, "video": ENTRY,
+"temporal": ENTRY | "video" | null, "spatial": [ENTRY, ...]}; an ENTRY is a subfolder or
+{"shipped": NAME}; "temporal": "video" reuses the video stage) and a folder per stage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from gen.errors import GenError
+from gen.pipeline.folder import FORMAT, INDEX, write_folder
+from gen.pipeline.superres import SuperResolution
+from gen.pipeline.video import VideoPipeline
+
+
+class VideoCascade:
+    kind = "video"
+
+    def __init__(self, image, video: VideoPipeline, temporal: VideoPipeline | None = None,
+                 spatial: list[SuperResolution] = (), name: str = ""):
+        from gen.pipeline.cascade import Cascade
+        from gen.pipeline.image import Pipeline
+
+        if not (isinstance(image, Cascade) or (isinstance(image, Pipeline) and image.kind == "image")):
+            raise GenError(f"a video cascade's first stage draws frame 0: a text-to-image pipeline, "
+                           f"got {type(image).__name__}")
+        for role, stage in (("video", video), ("temporal", temporal)):
+            if stage is not None and not isinstance(stage, VideoPipeline):
+                raise GenError(f"the {role} stage must be a video pipeline, got {type(stage).__name__}")
+        for k, stage in enumerate(spatial):
+            if not isinstance(stage, SuperResolution):
+                raise GenError(f"spatial stage {k + 1} is a {type(stage).__name__}, not a super-resolution stage")
+        self.image, self.video, self.temporal, self.spatial, self.name = image, video, temporal, list(spatial), name
+
+    # --- what it draws ------------------------------------------------------------------
+
+    @property
+    def sizes(self) -> list[int]:
+        """The frame side after the video stage and after each spatial stage."""
+        sizes = [self.video.defaults.size]
+        for stage in self.spatial:
+            sizes.append(sizes[-1] * stage.defaults.scale)
+        return sizes
+
+    @property
+    def rates(self) -> list[tuple[int, float]]:
+        """(frames, fps) after the video stage, and after temporal super-resolution."""
+        d = self.video.defaults
+        base = (d.frames or self.video.denoiser.config.frames, d.fps or 8.0)
+        return [base] + ([(2 * base[0], 2 * base[1])] if self.temporal is not None else [])
+
+    @property
+    def defaults(self):
+        """The video stage's sampling defaults, at the cascade's output size and rate."""
+        frames, fps = self.rates[-1]
+        return replace(self.video.defaults, size=self.sizes[-1], frames=frames, fps=fps)
+
+    @property
+    def device(self) -> torch.device:
+        return self.video.device
+
+    @property
+    def precision(self) -> str:
+        return self.video.precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        for stage in self.stages():
+            stage.precision = value
+
+    @property
+    def compute_precision(self) -> str:
+        return self.video.compute_precision
+
+    def stages(self) -> list:
+        out = [self.image, self.video] + ([self.temporal] if self.temporal is not None else []) + self.spatial
+        return list({id(s): s for s in out}.values())  # the temporal stage may be the video one
+
+    def plan(self, size: int | None = None, fps: float | None = None, frames: int | None = None) -> tuple[int, int]:
+        """(spatial stages to run, 1 if temporal SR runs else 0) for an output of `size`
+        pixels at `fps` (or `frames`); an output the cascade cannot reach names those it can."""
+        sizes, rates = self.sizes, self.rates
+        if size is not None and size not in sizes:
+            raise GenError(f"--size {size}: this video cascade draws frames of {', '.join(map(str, sizes))} "
+                           f"pixels (the video stage, then each spatial stage)")
+        reachable = ", ".join(f"{n} frames at {r:g} fps" for n, r in rates)
+        level = len(rates) - 1
+        if fps is not None:
+            matches = [i for i, (_, r) in enumerate(rates) if abs(r - fps) < 1e-6]
+            if not matches:
+                raise GenError(f"--fps {fps:g}: this video cascade draws {reachable}")
+            level = matches[0]
+        if frames is not None:
+            matches = [i for i, (n, _) in enumerate(rates) if n == frames]
+            if not matches or (fps is not None and matches[0] != level):
+                raise GenError(f"--frames {frames}{f' at --fps {fps:g}' if fps is not None else ''}: this video "
+                               f"cascade draws {reachable}")
+            level = matches[0]
+        return (len(sizes) - 1 if size is None else sizes.index(size)), level
+
+    def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None, sampler: str | None = None,
+                 cfg: float | None = None, negative: str | None = None, size: int | None = None,
+                 fps: float | None = None, frames: int | None = None, init_image: torch.Tensor | None = None,
+                 callback=None) -> torch.Tensor:
+        """Clips (B, C, T, H, W) in [-1, 1]. `steps`/`sampler`/`cfg`/`negative` are the video
+        stage's (and the temporal one's); every other stage runs at its own defaults.
+        `init_image` ((C, H, W) or (B, C, H, W) in [-1, 1]) is frame 0 instead of the image stage's."""
+        count, temporal = self.plan(size, fps, frames)
+        video_args = dict(steps=steps, sampler=sampler, cfg=cfg, negative=negative)
+        if init_image is None:
+            first = self.image.generate(prompts, seeds, negative=negative)  # at its own defaults
+        else:
+            first = init_image
+        clip = self.video.generate(prompts, seeds, init_image=first, callback=callback, **video_args)
+        if temporal:
+            clip = self.temporal.interpolate(prompts, clip, seeds, **video_args)
+        for stage in self.spatial[:count]:
+            b, c, t = clip.shape[:3]
+            up = stage.upscale(clip.transpose(1, 2).flatten(0, 1), [s for s in seeds for _ in range(t)])
+            clip = up.unflatten(0, (b, t)).transpose(1, 2)
+        return clip
+
+    def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list[list]:
+        """One list of PIL frames per clip (n clips per prompt; clip k of a prompt uses seed + k)."""
+        from PIL import Image
+
+        from gen.pipeline.video import clips_to_uint8
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(n)]
+        seeds = [seed + k for _ in range(len(prompts) // n) for k in range(n)]
+        return [[Image.fromarray(f) for f in frames] for frames in clips_to_uint8(self.generate(prompts, seeds,
+                                                                                               **kwargs))]
+
+    # --- files ------------------------------------------------------------------------
+
+    def save_pretrained(self, path, overwrite: bool = False, dtype: torch.dtype | None = None,
+                        shipped: bool = False) -> Path:
+        """Write the folder (image/, video/, temporal/ unless it is the video stage, sr-1/, ...),
+        assembled beside and swapped in whole. `shipped`: a stage loaded by a shipped name is
+        stored as that name, not copied."""
+        from gen.pipeline.weights import shipped_models
+
+        names = set(shipped_models()) - {"default"} if shipped else set()
+
+        def entry(tmp: Path, folder: str, stage):
+            if stage.name in names:
+                return {"shipped": stage.name}
+            stage.save_pretrained(tmp / folder, dtype=dtype)
+            return folder
+
+        def fill(tmp: Path) -> None:
+            index = {"_class": "VideoCascade", "kind": "video", "format": FORMAT,
+                     "image": entry(tmp, "image", self.image), "video": entry(tmp, "video", self.video),
+                     "temporal": None if self.temporal is None else "video" if self.temporal is self.video
+                     else entry(tmp, "temporal", self.temporal),
+                     "spatial": [entry(tmp, f"sr-{k + 1}", s) for k, s in enumerate(self.spatial)]}
+            (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+        return write_folder(path, overwrite, fill)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device="cpu", dtype: torch.dtype | None = None) -> "VideoCascade":
+        from gen.pipeline import load
+
+        cascade = load(name_or_path, device=device, dtype=dtype)
+        if not isinstance(cascade, VideoCascade):
+            raise GenError(f"{name_or_path} is not a video cascade")
+        return cascade
+
+    @classmethod
+    def from_folder(cls, path: Path, index: dict, device="cpu", dtype: torch.dtype | None = None,
+                    name: str = "") -> "VideoCascade":
+        from gen.pipeline import load
+        from gen.pipeline.weights import shipped_models
+
+        shipped = shipped_models()
+
+        def where(key, entry):
+            if isinstance(entry, dict) and set(entry) == {"shipped"}:
+                if entry["shipped"] not in shipped:
+                    raise GenError(f"{path / INDEX} names the shipped pipeline {entry['shipped']!r}, "
+                                   f"which is not installed")
+                return entry["shipped"]
+            if isinstance(entry, str) and entry and not Path(entry).is_absolute() and ".." not in Path(entry).parts:
+                return str(path / entry)
+            raise GenError(f"{path / INDEX}: {key!r} must name a stage subfolder (or {{\"shipped\": NAME}}), "
+                           f"got {entry!r}")
+
+        def stage(key, entry, kind):
+            found = load(where(key, entry), device=device, dtype=dtype)
+            if kind is not None and not isinstance(found, kind):
+                raise GenError(f"{path / INDEX}: the {key} stage is a {type(found).__name__}, not a "
+                               f"{kind.__name__}")
+            return found
+
+        spatial = index.get("spatial", [])
+        if not isinstance(spatial, list):
+            raise GenError(f"{path / INDEX}: 'spatial' must list the super-resolution stages, got {spatial!r}")
+        video = stage("video", index.get("video"), VideoPipeline)
+        temporal = index.get("temporal")
+        temporal = None if temporal is None else video if temporal == "video" else \
+            stage("temporal", temporal, VideoPipeline)
+        return cls(stage("image", index.get("image"), None), video, temporal,
+                   [stage(f"spatial {k + 1}", s, SuperResolution) for k, s in enumerate(spatial)],
+                   name=name or str(path))
+
+
+__all__ = ["VideoCascade"]

@@ -1,0 +1,99 @@
+"""The video cascade: frame 0 from a text-to-image pipeline, a masked-frame model animates
+it, temporal super-resolution doubles the frame rate, spatial stages enlarge every frame;
+flags stop it earlier; its folder round-trips; `gen video` runs it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import models
+from gen.cli import main
+from gen.errors import GenError
+from gen.pipeline import Pipeline, SamplingDefaults, SuperResolution, VideoCascade, VideoPipeline
+from gen.video_io import read_video
+from samplers import NoiseSchedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _jiggle(net):
+    with torch.no_grad():  # untrained but not zero: outputs depend on every input
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+@pytest.fixture(scope="module")
+def cascade():
+    torch.manual_seed(0)
+    enc = models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
+                                                      embed_dim=32, context_length=16))
+    schedule = NoiseSchedule.create("cosine", prediction="v")
+    image = Pipeline(_jiggle(models.create("dit-tiny", sample_size=8, text_dim=enc.dim, pooled_dim=enc.pooled_dim)),
+                     enc, schedule, SamplingDefaults(size=8, steps=2))
+    net = _jiggle(models.create("video-dit-tiny", sample_size=8, frames=4, tubelet=1, text_dim=enc.dim,
+                                pooled_dim=enc.pooled_dim, concat_keys=("frames", "frame_mask")))
+    video = VideoPipeline(net, enc, schedule, SamplingDefaults(size=8, steps=2, frames=4, fps=2.0))
+    sr = SuperResolution(_jiggle(models.create("sr-unet-tiny", sample_size=8)), None, schedule,
+                         SamplingDefaults(size=8, steps=2, cfg=1.0, scale=2, sr_noise=0.2))
+    return VideoCascade(image, video, temporal=video, spatial=[sr])
+
+
+def test_what_it_draws_and_where_it_stops(cascade):
+    assert cascade.sizes == [8, 16] and cascade.rates == [(4, 2.0), (8, 4.0)]
+    full = cascade.generate(["a ball rolling left"], [0])
+    assert full.shape == (1, 3, 8, 16, 16) and full.abs().max() <= 1
+    base = cascade.generate(["a ball rolling left"], [0], size=8, fps=2.0)
+    assert base.shape == (1, 3, 4, 8, 8)
+    # frame 0 is the image stage's picture; temporal SR keeps the base frames at the even positions
+    first = cascade.image.generate(["a ball rolling left"], [0])
+    torch.testing.assert_close(base[:, :, 0], first, atol=1e-5, rtol=0)
+    doubled = cascade.generate(["a ball rolling left"], [0], size=8)
+    assert doubled.shape == (1, 3, 8, 8, 8)
+    torch.testing.assert_close(doubled[:, :, 0::2], base, atol=1e-5, rtol=0)
+    # each frame enlarged by the spatial stage with its clip's seed (shared noise)
+    frame = cascade.spatial[0].upscale(doubled[:, :, 3], [0])
+    torch.testing.assert_close(full[:, :, 3], frame, atol=1e-5, rtol=0)
+
+
+def test_init_image_replaces_the_image_stage(cascade):
+    still = torch.rand(3, 8, 8) * 2 - 1
+    clip = cascade.generate(["a cat"], [0], size=8, fps=2.0, init_image=still)
+    torch.testing.assert_close(clip[0, :, 0], still, atol=1e-5, rtol=0)
+
+
+def test_unreachable_outputs_name_the_reachable_ones(cascade):
+    with pytest.raises(GenError, match="draws frames of 8, 16 pixels"):
+        cascade.plan(size=12)
+    with pytest.raises(GenError, match="4 frames at 2 fps, 8 frames at 4 fps"):
+        cascade.plan(fps=3.0)
+    with pytest.raises(GenError, match="--frames 8 at --fps 2"):
+        cascade.plan(fps=2.0, frames=8)
+    assert cascade.plan(frames=4) == (1, 0) and cascade.plan(size=8, fps=4.0) == (0, 1)
+
+
+def test_folder_round_trip_stores_a_reused_stage_once(tmp_path, cascade):
+    folder = cascade.save_pretrained(tmp_path / "vc")
+    assert sorted(p.name for p in folder.iterdir()) == ["image", "model_index.json", "sr-1", "video"]
+    loaded = VideoPipeline.from_pretrained(str(folder))
+    assert isinstance(loaded, VideoCascade) and loaded.temporal is loaded.video
+    torch.testing.assert_close(loaded.generate(["a cat"], [1]), cascade.generate(["a cat"], [1]), atol=1e-5, rtol=0)
+
+
+def test_gen_video_runs_the_cascade_and_stops_at_flags(tmp_path, capsys, cascade):
+    folder = cascade.save_pretrained(tmp_path / "vc")
+    out = tmp_path / "a.gif"
+    assert main(["video", "a ball rolling left", "--model", str(folder), "--out", str(out)]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape[:3] == (8, 16, 16) and fps == pytest.approx(4.0, rel=0.05)
+    small = tmp_path / "b.gif"
+    assert main(["video", "a ball rolling left", "--model", str(folder), "--fps", "2", "--size", "8",
+                 "--out", str(small)]) == 0
+    frames, fps = read_video(small)
+    assert frames.shape[:3] == (4, 8, 8) and fps == pytest.approx(2.0, rel=0.05)
+    capsys.readouterr()
+    assert main(["video", "a ball", "--model", str(folder), "--fps", "3", "--out", str(tmp_path / "c.gif")]) == 2
+    err = capsys.readouterr().err
+    assert "4 frames at 2 fps, 8 frames at 4 fps" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c.gif").exists()
