@@ -242,3 +242,32 @@ def test_interpolate_past_the_trained_frames_runs_in_windows(masked_pipe):
     assert out.shape == (1, 3, 8, 8, 8) and calls == [4, 4, 4]  # windows at 0, 2 and 4 of 8
     torch.testing.assert_close(out[:, :, 0::2], clips, atol=1e-5, rtol=0)
     assert out[:, :, 1::2].abs().sum() > 0
+
+
+def test_more_frames_than_trained_extend_the_clip_by_windows(masked_pipe):
+    from gen.pipeline.video import window_seeds
+
+    still = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    first = masked_pipe.generate(["a cat"], [2], init_image=still)  # the trained 4 frames
+    calls = []
+    generate = masked_pipe.generate
+
+    def spy(*args, **kwargs):
+        calls.append((args[1], kwargs.get("known_frames")))
+        return generate(*args, **kwargs)
+
+    masked_pipe.generate = spy
+    try:
+        long = masked_pipe.generate(["a cat"], [2], frames=9, init_image=still)
+    finally:
+        del masked_pipe.generate
+    assert long.shape == (1, 3, 9, 8, 8)
+    torch.testing.assert_close(long[:, :, :4], first, atol=1e-5, rtol=0)  # the first window, as alone
+    torch.testing.assert_close(long[0, :, 0], still, atol=1e-5, rtol=0)
+    windows = [c for c in calls if c[1] is not None]  # 4 -> 6 -> 8 -> 10 frames (cut to 9)
+    assert len(windows) == 3 and [c[0] for c in windows] == [window_seeds([2], w) for w in (1, 2, 3)]
+    for seeds, (dense, mask) in windows:
+        assert mask.tolist() == [1, 1, 0, 0]
+    # each window started from the clip's last two frames so far
+    torch.testing.assert_close(windows[0][1][0][:, :, :2], long[:, :, 2:4], atol=1e-6, rtol=0)
+    assert window_seeds([5], 0) == [5] and window_seeds([5], 1) != [5]

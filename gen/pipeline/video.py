@@ -37,9 +37,15 @@ class VideoPipeline(Pipeline):
         """Clips (B, C, T, H, W) in [-1, 1]; clip i starts from noise seeded by seeds[i].
         `init_image`: (C, H, W) in [-1, 1], the first frame of every clip. `known_frames`:
         (clips, mask), clips (1 or B, C, T, H, W) in [-1, 1] and mask (T,) or (B, T), 1 where a
-        frame is known (pixel-space models)."""
+        frame is known (pixel-space models). A pixel-space masked-frame model asked for more
+        frames than it was trained on draws its trained count, then `extend`s the clip."""
         size = size or self.defaults.size
         frames = frames or self.defaults.frames
+        if self.masked_frames and self.vae is None and known_frames is None and frames > self.window:
+            args = dict(steps=steps, sampler=sampler, cfg=cfg, negative=negative)
+            first = self.generate(prompts, seeds, size=size, frames=self.window, init_image=init_image,
+                                  callback=callback, **args)
+            return self.extend(prompts, first, seeds, frames, **args)
         shape = self.latent_shape(size, frames)
         x_T = self.noise(seeds, shape)
         if init_image is not None and known_frames is not None:
@@ -49,6 +55,33 @@ class VideoPipeline(Pipeline):
         x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback, known=known,
                           extra=self.frame_condition(known, x_T))
         return self.decode(x0).clamp(-1, 1)
+
+    @property
+    def window(self) -> int:
+        """The frame count the model was trained on: the window of `extend` and `interpolate`."""
+        return self.defaults.frames or self.denoiser.config.frames
+
+    def extend(self, prompts: list[str], clips: torch.Tensor, seeds: list[int], frames: int,
+               **kwargs) -> torch.Tensor:
+        """Continue clips (B, C, T, H, W) in [-1, 1] to `frames` frames: windows of the trained
+        frame count whose first half is the clip so far (the `extend` mask), each adding the
+        rest; window w draws from window_seeds(seeds, w). Best with a masked-frame model
+        trained on the `extend` mask."""
+        if clips.dim() != 5 or clips.shape[2] < 1:
+            raise GenError(f"extend continues clips (B, C, T, H, W) with at least one frame, got {tuple(clips.shape)}")
+        window = self.window
+        keep = max(1, window // 2)
+        if window < 2:
+            raise GenError(f"the model draws {window} frame at a time: it cannot continue a clip")
+        out, w = clips, 1
+        while out.shape[2] < frames:
+            k = min(keep, out.shape[2])
+            dense = torch.zeros((*out.shape[:2], window, *out.shape[3:]), dtype=out.dtype, device=out.device)
+            dense[:, :, :k] = out[:, :, -k:]
+            part = self.generate(prompts, window_seeds(seeds, w), size=out.shape[-1], frames=window,
+                                 known_frames=(dense, frame_mask("extend", window, k)), **kwargs)
+            out, w = torch.cat([out, part[:, :, k:].to(out.dtype)], dim=2), w + 1
+        return out[:, :, :frames]
 
     @property
     def masked_frames(self) -> bool:
@@ -148,28 +181,27 @@ class VideoPipeline(Pipeline):
         `interpolate` mask. Past the frames the model was trained on it runs in windows of
         that many frames, each starting on the last given frame of the one before (which
         ends on a frame drawn after its last given one, redrawn between two given ones by the
-        next); every window draws from the clips' seeds."""
+        next); window w draws from window_seeds(seeds, w)."""
         t = clips.shape[2]
         dense = torch.zeros((*clips.shape[:2], 2 * t, *clips.shape[3:]), dtype=clips.dtype, device=clips.device)
         dense[:, :, 0::2] = clips
-        window = self.defaults.frames or self.denoiser.config.frames
-        window -= window % 2
+        window = self.window - self.window % 2
         n = 2 * t
         if n <= window or window < 4:
             return self.generate(prompts, seeds, size=clips.shape[-1], frames=n,
                                  known_frames=(dense, frame_mask("interpolate", n)), **kwargs)
-        out, start = dense.clone(), 0
+        out, start, w = dense.clone(), 0, 0
         while True:
             last = start + window >= n
             start = n - window if last else start
-            part = self.generate(prompts, seeds, size=clips.shape[-1], frames=window,
+            part = self.generate(prompts, window_seeds(seeds, w), size=clips.shape[-1], frames=window,
                                  known_frames=(dense[:, :, start:start + window], frame_mask("interpolate", window)),
                                  **kwargs).to(out.dtype)
             keep = window if last else window - 1  # a window's last frame has no given frame after it
             out[:, :, start:start + keep] = part[:, :, :keep]
             if last:
                 return out
-            start += window - 2
+            start, w = start + window - 2, w + 1
 
     def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list[list]:
         """One list of PIL frames per clip (n clips per prompt; clip k of a prompt uses seed + k)."""
@@ -183,6 +215,12 @@ class VideoPipeline(Pipeline):
 
 
 FRAME_MASKS = ("animate", "interpolate", "extend", "none")
+
+
+def window_seeds(seeds: list[int], window: int) -> list[int]:
+    """The noise seeds of window `window` of a clip drawn in windows: the clip's own seeds
+    for the first, then seeds derived from them (so windows do not repeat one noise)."""
+    return list(seeds) if window == 0 else [(s + 1_000_003 * window) % 2**63 for s in seeds]
 
 
 def frame_mask(kind: str, frames: int, known: int | None = None) -> torch.Tensor:
