@@ -50,6 +50,8 @@ FLAGS = {
     "--log-every": ("log_every", int, "steps between log lines"),
     "--sample-every": ("sample_every", int, "steps between sample grids (0: never)"),
     "--ckpt-every": ("ckpt_every", int, "steps between checkpoints"),
+    "--snapshot-every": ("snapshot_every", int, "steps between EMA pipelines kept in RUN/snapshots/step-N "
+                                                "(points of a learning curve; 0: none)"),
 }
 
 

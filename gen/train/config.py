@@ -83,6 +83,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 500
     ckpt_every: int = 500
+    snapshot_every: int = 0  # steps between EMA exports kept in RUN/snapshots/step-N (a learning curve's points)
     keep_checkpoints: int = 2
     sample_prompts: tuple[str, ...] | None = None  # None: SAMPLE_PROMPTS[kind]
     sample_steps: int = 25
@@ -105,7 +106,8 @@ class TrainConfig:
             "steps": (self.steps, 1, 10**9), "batch": (self.batch, 1, 65536), "size": (self.size, 1, MAX_SIDE),
             "frames": (self.frames, 1, MAX_FRAMES), "warmup": (self.warmup, 0, None), "workers": (self.workers, 0, 64),
             "log-every": (self.log_every, 1, None), "sample-every": (self.sample_every, 0, None),
-            "ckpt-every": (self.ckpt_every, 0, None), "keep-checkpoints": (self.keep_checkpoints, 1, None),
+            "ckpt-every": (self.ckpt_every, 0, None), "snapshot-every": (self.snapshot_every, 0, None),
+            "keep-checkpoints": (self.keep_checkpoints, 1, None),
             "sample-steps": (self.sample_steps, 1, 1000), "channels": (self.channels, 1, 4),
             "accumulate": (self.accumulate, 1, 65536),
         }
@@ -249,7 +251,8 @@ def _check_types(cfg: TrainConfig) -> None:
 RUNTIME = ("steps", "max_minutes", "workers", "compile", "threads", "download")
 # On --resume, options that may change between runs (they do not alter what is trained
 # at a given step); any other option given with a value unlike the run's is refused.
-RESUMABLE = ("steps", "max_minutes", "log_every", "sample_every", "ckpt_every", "keep_checkpoints", "workers",
+RESUMABLE = ("steps", "max_minutes", "log_every", "sample_every", "ckpt_every", "snapshot_every", "keep_checkpoints",
+             "workers",
              "sample_prompts", "sample_steps", "sample_cfg", "out", "compile", "threads", "download")
 
 

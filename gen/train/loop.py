@@ -358,6 +358,8 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
             if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
                 task.sample(run / "samples" / f"step-{step:07d}.png", model, ema)
+            if rank == 0 and cfg.snapshot_every and step % cfg.snapshot_every == 0:  # a learning curve's point
+                task.export(run / "snapshots" / f"step-{step:07d}", model, ema)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
                 save(step)
             if stop["signal"]:
