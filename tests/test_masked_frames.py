@@ -187,6 +187,7 @@ def test_gen_train_video_frame_masks(tmp_path):
     (["train", "video", "--frame-masks", "jump", "--out", "r"], "--frame-masks trains a masked-frame video model"),
     (["train", "image", "--frame-masks", "animate", "--out", "r"], "gen train video --frame-masks"),
     (["train", "video", "--known-noise", "0.1", "--out", "r"], "given with --frame-masks"),
+    (["train", "video", "--init", "a", "--text-encoder-from", "b", "--out", "r"], "with --init the text encoder"),
 ])
 def test_frame_mask_flags_bad_input(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -271,3 +272,22 @@ def test_more_frames_than_trained_extend_the_clip_by_windows(masked_pipe):
     # each window started from the clip's last two frames so far
     torch.testing.assert_close(windows[0][1][0][:, :, :2], long[:, :, 2:4], atol=1e-6, rtol=0)
     assert window_seeds([5], 0) == [5] and window_seeds([5], 1) != [5]
+
+
+def test_a_new_video_model_on_a_trained_frozen_text_encoder(tmp_path):
+    from gen.pipeline import Pipeline
+
+    torch.manual_seed(0)
+    enc = models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
+                                                      embed_dim=32, context_length=16))
+    image = Pipeline(models.create("dit-tiny", sample_size=8, text_dim=enc.dim, pooled_dim=enc.pooled_dim), enc,
+                     NoiseSchedule.create("cosine", prediction="v"), SamplingDefaults(size=8, steps=2))
+    source = image.save_pretrained(tmp_path / "image")
+    run = tmp_path / "run"
+    assert main(["train", "video", "--data", "toy-video", "--model", "video-dit-tiny", "--text-encoder-from",
+                 str(source), "--frame-masks", "animate", "--frames", "4", "--size", "8", "--steps", "2",
+                 "--batch", "2", "--n", "4", "--lr", "0.05", "--sample-every", "0", "--out", str(run)]) == 0
+    tuned = VideoPipeline.from_pretrained(str(run / "pipeline"))
+    before = enc.state_dict()
+    assert all(torch.equal(v, before[k]) for k, v in tuned.text_encoder.state_dict().items())
+    assert tuned.denoiser.config.text_dim == enc.dim and tuned.masked_frames

@@ -36,6 +36,8 @@ FLAGS = {
     "--recon-loss": ("recon_loss", str, "vae: l1 (default) or l2"),
     "--init": ("init", str, "vae: start from this VAE's weights; video: from this image (or video) pipeline; "
                             "image: the pipeline to fine-tune (every weight; with --lora-rank adapters only)"),
+    "--text-encoder-from": ("text_encoder_from", str, "image/video: train a new denoiser on this pipeline's "
+                                                      "text encoder (frozen), e.g. default"),
     "--lora-rank": ("lora_rank", int, "image with --init: train LoRA adapters of this rank only (peft)"),
     "--lora-alpha": ("lora_alpha", float, "the LoRA adapters' alpha: scale alpha / rank (default: the rank)"),
     "--frame-masks": ("frame_masks", types.names,

@@ -39,6 +39,7 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
     text_encoder: dict = field(default_factory=lambda: {"arch": "tiny", "hash_vocab": 4096})
     train_text_encoder: bool = True
+    text_encoder_from: str | None = None  # image/video: a new denoiser on this pipeline's text encoder, frozen
     vae: str | None = None  # latent diffusion: a VAE folder or shipped name
     cache_latents: bool = False  # encode each training image once and keep its latents
     vae_config: dict = field(default_factory=dict)  # kind "vae": ImageVAEConfig fields (factor, ...)
@@ -178,6 +179,9 @@ class TrainConfig:
                 raise GenError(f"--frame-masks trains a masked-frame video model on kinds from "
                                f"{', '.join(FRAME_MASKS)}: gen train video --frame-masks animate,interpolate; "
                                f"got {','.join(self.frame_masks)!r} for {self.kind}")
+        if self.text_encoder_from and (self.kind not in ("image", "video") or self.init):
+            raise GenError("--text-encoder-from gives a new image or video denoiser a trained text encoder; "
+                           "with --init the text encoder comes from that pipeline already")
         if self.frame_masks and self.freeze_spatial and self.weight_decay:
             raise GenError(f"--weight-decay {self.weight_decay} would change the frozen image layers of a "
                            f"masked-frame model trained with --freeze-spatial; use --weight-decay 0")

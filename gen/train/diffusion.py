@@ -78,6 +78,19 @@ class DiffusionTask:
         layer.weight.requires_grad_(True)
         layer.weight.register_hook(only_new)
 
+    def pretrained_text_encoder(self):
+        """A copy of the text encoder of the pipeline cfg.text_encoder_from (a cascade: its
+        base's), kept frozen: a new denoiser trained on a text side that already knows the words."""
+        import copy
+
+        from gen.pipeline import Cascade, load_pipeline
+
+        start = load_pipeline(self.cfg.text_encoder_from)
+        start = start.base if isinstance(start, Cascade) else start
+        if getattr(start, "text_encoder", None) is None or not hasattr(start.text_encoder, "tokenize"):
+            raise GenError(f"--text-encoder-from {self.cfg.text_encoder_from} has no gen text encoder to reuse")
+        return copy.deepcopy(start.text_encoder).float()
+
     def model_overrides(self) -> dict:
         """The config's model overrides, plus the known-frame inputs of a masked-frame model."""
         overrides = dict(self.cfg.model_overrides)
@@ -140,7 +153,8 @@ class DiffusionTask:
         elif video and cfg.init:
             denoiser, text_encoder = self.from_image_model(in_channels)
         else:
-            text_encoder = models.TextEncoder(models.TextEncoderConfig(**cfg.text_encoder))
+            text_encoder = self.pretrained_text_encoder() if cfg.text_encoder_from else \
+                models.TextEncoder(models.TextEncoderConfig(**cfg.text_encoder))
             try:
                 denoiser = models.create(cfg.model, **{"in_channels": in_channels, "sample_size": sample_size,
                                                        "text_dim": text_encoder.dim,
@@ -160,7 +174,7 @@ class DiffusionTask:
             raise GenError(f"the VAE has {self.vae.latent_channels} latent channels but --model {cfg.model} was "
                            f"configured for {denoiser.config.in_channels} input channels")
         model = TextToImageModel(denoiser, text_encoder).to(self.device)
-        if not cfg.train_text_encoder or cfg.freeze_spatial or cfg.lora_rank is not None:
+        if not cfg.train_text_encoder or cfg.freeze_spatial or cfg.lora_rank is not None or cfg.text_encoder_from:
             text_encoder.requires_grad_(False)
         if cfg.freeze_spatial:
             for name, param in denoiser.named_parameters():

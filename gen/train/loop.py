@@ -171,8 +171,9 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", progress
 
     `given` (the CLI's explicitly set options): on resume, these are checked against the
     run's own config (gen.train.config.resume_config); without it the run's config is used
-    with cfg's say in how it runs (gen.train.config.RUNTIME: steps, compile, threads, ...). The run folder is locked for the whole run; a folder this call created
-    is removed again if the run fails before its first checkpoint."""
+    with cfg's say in how it runs (gen.train.config.RUNTIME: steps, compile, threads, ...).
+    The run folder is locked for the whole run; a folder this call created is removed again
+    if the run fails before its first checkpoint."""
     from gen.lock import output_lock
 
     cfg.validate()
