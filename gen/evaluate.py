@@ -59,8 +59,12 @@ def generate(pipe, prompts: list[str], steps, sampler, cfg, batch: int, progress
 
 
 def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=None, cfg=None,
-                   batch: int = 16, seed: int = EVAL_SEED, progress=None) -> tuple[dict, torch.Tensor]:
-    """Generate n clips for fresh toy prompts and score them (see the module docstring).
+                   batch: int = 16, seed: int = EVAL_SEED, progress=None,
+                   prompts: list[str] | None = None) -> tuple[dict, torch.Tensor]:
+    """Generate n clips for fresh toy prompts (or `prompts`, toy clip captions, cycled to n)
+    and score them (see the module docstring): the judge's accuracy, per motion and as a
+    confusion matrix (asked -> judged), beside the renders of n fresh captions (the ceiling)
+    and those renders' frame 0 held still (the floor a clip that does not move gets).
     Returns (report, clips (n, 3, T, H, W) in [-1, 1] on the CPU)."""
     from metrics.stats import feature_stats, frechet_distance
     from metrics.temporal import temporal_consistency, temporal_flicker
@@ -68,15 +72,23 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
 
     d = pipe.defaults
     frames, fps, size = d.frames, d.fps, d.size
-    prompts, renders = clip_prompts(n, size, frames, fps, seed)
+    fresh, renders = clip_prompts(n, size, frames, fps, seed)
+    prompts = fresh if prompts is None else [prompts[i % len(prompts)] for i in range(n)]
     cfg_ = judge.config
-    targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in prompts]
+    targets = []
+    for p in prompts:
+        try:
+            targets.append(parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words))
+        except ValueError as err:
+            raise GenError(f"{err} (gen eval video judges toy clip captions, e.g. 'a red ball rolling left')") \
+                from None
+    fresh_targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in fresh]
     clips, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress)
     real = to_clips(renders)
     device = next(judge.parameters()).device
 
-    def scores(x):
-        report = judge_clips(judge, x, targets)
+    def scores(x, asked=targets):
+        report = judge_clips(judge, x, asked)
         return {k: v for k, v in report.items() if k != "per_clip"}, report["per_clip"]
 
     def judge_features(x):
@@ -92,7 +104,12 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     for target, row in zip(targets, per_clip):
         asked.setdefault(target["motion"], []).append(row["correct"]["motion"])
     by_motion = {m: {"accuracy": sum(v) / len(v), "n": len(v)} for m, v in sorted(asked.items())}
-    ceiling, _ = scores(real)
+    confusion: dict[str, dict[str, int]] = {}
+    for target, row in zip(targets, per_clip):
+        judged = confusion.setdefault(target["motion"], {})
+        judged[row["prediction"]["motion"]] = judged.get(row["prediction"]["motion"], 0) + 1
+    ceiling, _ = scores(real, fresh_targets)
+    static, _ = scores(real[:, :, :1].expand_as(real).contiguous(), fresh_targets)
     fvd = frechet_distance(*feature_stats(judge_features(clips).double()),
                            *feature_stats(judge_features(real).double()))
     consistency = {"generated": temporal_consistency(clips, encode).mean().item(),
@@ -100,7 +117,8 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     flicker = {"generated": temporal_flicker(clips).mean().item(), "renders": temporal_flicker(real).mean().item()}
     report = {"n": n, "seed": seed, "size": size, "frames": frames, "fps": fps,
               "steps": steps or d.steps, "sampler": sampler or d.sampler, "cfg": d.cfg if cfg is None else cfg,
-              "generated": generated, "renders": ceiling, "motion_accuracy_by_kind": by_motion, "toy_fvd": fvd,
+              "generated": generated, "renders": ceiling, "static_frame0": static,
+              "motion_accuracy_by_kind": by_motion, "motion_confusion": confusion, "toy_fvd": fvd,
               "frame_consistency": consistency, "flicker": flicker, "seconds_per_clip": seconds / n,
               "per_clip": [{"prompt": p, **row} for p, row in zip(prompts, per_clip)]}
     return report, clips

@@ -313,7 +313,7 @@ CASES = {
         ("eval image --model {image} --n 2 --prompts {root}/missing.txt", "does not exist"),
         ("eval image --model {image} --n 2 --prompts {binary}", "binary.txt"),
         ("eval image --model {image} --n 2 --prompts {prompts_empty}", "holds no prompts"),
-        ("eval video --model {video} --n 2 --prompts {text}", "--prompts is for gen eval image"),
+        ("eval video --model {video} --n 2 --prompts {text}", "gen eval video judges toy clip captions"),
         ("eval vae --model {vae_bad_weights}", "corrupt"),
         ("eval vae --model {vae_bad_config}", "corrupt"),
         ("eval vae --model {vae} --batch 0", "--batch must be a positive integer"),

@@ -9,6 +9,7 @@ import torch
 
 import models
 from gen.cli import main
+from gen.errors import GenError
 from gen.evaluate import clip_prompts, evaluate_image, image_prompts, to_clips, to_images
 from gen.pipeline import WEIGHTS_DIR, Pipeline, SamplingDefaults
 from metrics.toy_judge import ImageJudge
@@ -167,6 +168,10 @@ def test_video_evaluation_of_the_renders_scores_like_them_per_motion(judge):
     assert report["generated"]["motion"] == report["renders"]["motion"] == 1.0
     by_kind = report["motion_accuracy_by_kind"]
     assert sum(v["n"] for v in by_kind.values()) == n and all(v["accuracy"] == 1.0 for v in by_kind.values())
+    confusion = report["motion_confusion"]  # every clip judged as asked: the matrix is diagonal
+    assert confusion == {m: {m: v["n"]} for m, v in by_kind.items()}
+    floor = report["static_frame0"]  # frame 0 held still: the object stays, the motion is gone
+    assert floor["object"] >= 0.9 and floor["motion"] < report["renders"]["motion"]
     # Every clip played backwards: left becomes right, growing shrinking, ...
     backwards = renders[:, ::-1].copy()
     report, _ = evaluate_video(Perfect(backwards, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5)
@@ -175,3 +180,13 @@ def test_video_evaluation_of_the_renders_scores_like_them_per_motion(judge):
         if motion in by_kind:
             assert by_kind[motion]["accuracy"] < 0.5, (motion, by_kind[motion])
     assert report["generated"]["object"] == 1.0
+    if "left" in report["motion_confusion"]:
+        assert "right" in report["motion_confusion"]["left"]
+    # given prompts (toy clip captions) are cycled to n; a caption the judge cannot read is refused
+    captions, _ = clip_prompts(n, 32, 8, 4.0, seed=5)
+    report, _ = evaluate_video(Perfect(renders, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5,
+                               prompts=captions[:4])
+    assert [row["prompt"] for row in report["per_clip"]] == captions[:4] * 4
+    with pytest.raises(GenError, match="judges toy clip captions"):
+        evaluate_video(Perfect(renders, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5,
+                       prompts=["a cat in a hat"])

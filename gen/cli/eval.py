@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=types.integer(1, 4096), default=32,
                         help="images (clips) per encode/decode call")
     parser.add_argument("--video", action="store_true", help="evaluate a video VAE on toy clips")
-    parser.add_argument("--prompts", metavar="FILE", help="image: prompts, one per line (default: fresh "
-                                                            "toy-grammar captions)")
+    parser.add_argument("--prompts", metavar="FILE", help="image/video: prompts, one per line (default: fresh "
+                                                            "toy-grammar captions; video: toy clip captions)")
     parser.add_argument("--steps", type=int, default=None, help="image/video: sampling steps (default: the model's)")
     parser.add_argument("--sampler", default=None, help="image/video: sampler (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, help="image/video: guidance scale (default: the model's)")
@@ -201,9 +201,6 @@ def evaluate_model(args) -> int:
     video = args.target == "video"
     prompts = None
     if args.prompts:
-        if video:
-            raise GenError("gen eval video draws its prompts from the toy clip grammar (the renders of the same "
-                           "captions are its reference); --prompts is for gen eval image")
         from gen.cli.args import read_prompts
 
         prompts = read_prompts(args.prompts)
@@ -247,7 +244,8 @@ def _evaluate_into(args, out, video: bool, prompts) -> int:
     try:  # the bar starts once everything is loaded: an error before it is the only line
         if video:
             report, samples = evaluate_video(pipe, judge, image_judge, n=args.n, steps=args.steps,
-                                             sampler=args.sampler, cfg=args.cfg, seed=seed, progress=progress)
+                                             sampler=args.sampler, cfg=args.cfg, seed=seed, progress=progress,
+                                             prompts=prompts)
         else:
             report, samples = evaluate_image(pipe, judge, n=args.n, prompts=prompts, steps=args.steps,
                                              sampler=args.sampler, cfg=args.cfg, seed=seed, scene_judge=scene,
@@ -308,14 +306,21 @@ def markdown_report(target: str, r: dict) -> str:
     keys = (("object", "color", "motion", "all") if target == "video"
             else ("object", "color", "hat", "hat_color", "count", "relation", "all"))
     g, c = r.get("generated", {}), r["renders"]
+    floor = r.get("static_frame0")  # video: the renders' frame 0 held still
     lines = [f"# gen eval {target}: {r.get('model', '')}", "",
              f"{r['n']} samples, {r['sampler']} {r['steps']} steps, cfg {r['cfg']}, toy-world seed {r['seed']}", "",
-             "| attribute | generated | renders (judge ceiling) |", "| --- | ---: | ---: |"]
-    lines += [f"| {k} | {pct(g.get(k))} | {pct(c.get(k))} |" for k in keys]
+             "| attribute | generated | renders (judge ceiling) |" + (" frame 0 held (floor) |" if floor else ""),
+             "| --- | ---: | ---: |" + (" ---: |" if floor else "")]
+    lines += [f"| {k} | {pct(g.get(k))} | {pct(c.get(k))} |" + (f" {pct(floor.get(k))} |" if floor else "")
+              for k in keys]
     lines.append("")
     if target == "video":
         lines += ["- motion accuracy by the motion asked: " + ", ".join(
             f"{m} {pct(v['accuracy'])} (n={v['n']})" for m, v in r["motion_accuracy_by_kind"].items())]
+        if r.get("motion_confusion"):
+            lines += ["- motion asked -> judged: " + "; ".join(
+                f"{m}: " + ", ".join(f"{j} {k}" for j, k in sorted(row.items(), key=lambda kv: -kv[1]))
+                for m, row in r["motion_confusion"].items())]
         lines += [f"- toy FVD: {r['toy_fvd']:.3f}",
                   f"- frame consistency: generated {r['frame_consistency']['generated']:.4f}, "
                   f"renders {r['frame_consistency']['renders']:.4f}",
