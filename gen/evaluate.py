@@ -283,6 +283,46 @@ def reconstruction_scores(images: torch.Tensor, truth: torch.Tensor) -> dict:
             "edge_energy": (edge_energy(a).mean() / edge_energy(b).mean()).item()}
 
 
+def evaluate_interpolation(pipe, judge, n: int = 200, frames: int = 16, fps: float = 8.0, seed: int = EVAL_SEED,
+                           batch: int = 16, steps: int | None = None, progress=None) -> dict:
+    """Temporal super-resolution alone on n fresh toy renders of `frames` frames at `fps`:
+    the even frames (half the rate) go to `pipe.interpolate`, and the frames it draws between
+    them are compared with the true renders (PSNR, SSIM) beside the linear blend of their
+    neighbours (the last frame, which has no later one, beside holding the one before);
+    the judge reads motion at both rates."""
+    from metrics.video_judge import judge_clips, parse_motion_caption
+
+    if frames % 2 or frames < 4:
+        raise GenError(f"--frames must be even and at least 4 (half of them given), got {frames}")
+    prompts, renders = clip_prompts(n, pipe.defaults.size, frames, fps, seed)
+    truth = to_clips(renders)  # (n, 3, T, H, W)
+    low = truth[:, :, 0::2]
+    start, outs = time.perf_counter(), []
+    for i in range(0, n, batch):
+        outs.append(pipe.interpolate(prompts[i:i + batch], low[i:i + batch], list(range(i, min(i + batch, n))),
+                                     steps=steps).float().cpu())
+        if progress is not None:
+            progress(min(i + batch, n))
+    seconds = time.perf_counter() - start
+    out = torch.cat(outs)
+    blend = truth.clone()
+    blend[:, :, 1:-1:2] = (truth[:, :, 0:-2:2] + truth[:, :, 2::2]) / 2
+    blend[:, :, -1] = truth[:, :, -2]
+    drawn = slice(1, None, 2)
+
+    def frames_of(x):
+        return x[:, :, drawn].transpose(1, 2).flatten(0, 1)
+
+    model, linear = (reconstruction_scores(frames_of(x), frames_of(truth)) for x in (out, blend))
+    cfg_ = judge.config
+    targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in prompts]
+    scores = {name: {k: v for k, v in judge_clips(judge, x, targets).items() if k != "per_clip"}
+              for name, x in (("interpolated", out), ("given", low), ("renders", truth))}
+    return {"n": n, "frames": frames, "fps": fps, "given_fps": fps / 2, "seed": seed,
+            "steps": steps or pipe.defaults.steps, "model": model, "linear_blend": linear,
+            "psnr_gain_db": model["psnr"] - linear["psnr"], "judge": scores, "seconds_per_clip": seconds / n}
+
+
 def evaluate_sr(stage, n: int = 500, size: int = 128, seed: int = 999, batch: int = 16,
                 steps: int | None = None, sr_noise: float | None = None, progress=None) -> dict:
     """The stage on n fresh toy renders at size x size (toy-world `seed`, never a training

@@ -190,3 +190,34 @@ def test_video_evaluation_of_the_renders_scores_like_them_per_motion(judge):
     with pytest.raises(GenError, match="judges toy clip captions"):
         evaluate_video(Perfect(renders, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5,
                        prompts=["a cat in a hat"])
+
+
+class Between:
+    """A stand-in temporal SR: frames between the given ones as their linear blend (the last
+    one holds the frame before), or each given frame repeated (`hold`)."""
+
+    def __init__(self, size, hold=False):
+        self.defaults = SamplingDefaults(size=size, steps=1, frames=8, fps=8.0)
+        self.hold = hold
+
+    def interpolate(self, prompts, clips, seeds, **_):
+        out = clips.repeat_interleave(2, dim=2)
+        if not self.hold:
+            out[:, :, 1:-1:2] = (clips[:, :, :-1] + clips[:, :, 1:]) / 2
+        return out
+
+
+def test_interpolation_is_measured_against_the_linear_blend(judge):
+    from gen.evaluate import evaluate_interpolation
+    from metrics.video_judge import VideoJudge
+
+    video_judge = VideoJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-video")
+    blend = evaluate_interpolation(Between(32), video_judge, n=8, frames=16, fps=8.0, seed=5)
+    assert blend["psnr_gain_db"] == pytest.approx(0, abs=1e-9)  # the blend itself: no gain
+    assert blend["model"] == pytest.approx(blend["linear_blend"], rel=1e-9) and blend["given_fps"] == 4.0
+    hold = evaluate_interpolation(Between(32, hold=True), video_judge, n=8, frames=16, fps=8.0, seed=5)
+    assert hold["psnr_gain_db"] < 0  # repeating frames is worse than blending moving ones
+    assert set(hold["judge"]) == {"interpolated", "given", "renders"}
+    assert hold["judge"]["renders"]["motion"] >= 0.75
+    with pytest.raises(GenError, match="even and at least 4"):
+        evaluate_interpolation(Between(32), video_judge, n=2, frames=5)

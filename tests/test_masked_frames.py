@@ -291,3 +291,16 @@ def test_a_new_video_model_on_a_trained_frozen_text_encoder(tmp_path):
     before = enc.state_dict()
     assert all(torch.equal(v, before[k]) for k, v in tuned.text_encoder.state_dict().items())
     assert tuned.denoiser.config.text_dim == enc.dim and tuned.masked_frames
+
+
+def test_gen_eval_interp_on_a_masked_model(tmp_path, capsys, masked_pipe):
+    import json
+
+    folder = masked_pipe.save_pretrained(tmp_path / "masked")
+    capsys.readouterr()
+    assert main(["eval", "interp", "--model", str(folder), "--n", "2", "--frames", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 4 and report["given_fps"] == report["fps"] / 2
+    assert report["psnr_gain_db"] == pytest.approx(report["model"]["psnr"] - report["linear_blend"]["psnr"])
+    assert main(["eval", "interp", "--model", str(folder), "--n", "2", "--frames", "5"]) == 2
+    assert "even and at least 4" in capsys.readouterr().err

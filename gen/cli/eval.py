@@ -1,4 +1,4 @@
-"""`gen eval image|video|vae|judge|sr`: measure models on fresh toy-world data.
+"""`gen eval image|video|vae|judge|sr|interp`: measure models on fresh toy-world data.
 
     gen eval image [--model NAME|PATH] [--prompts FILE] [--n 200] [--steps S] [--json] [--out DIR]
     gen eval video [--model NAME|PATH] [--n 200] [--steps S] [--json] [--out DIR]
@@ -11,7 +11,8 @@ to a new folder (see gen/evaluate.py).
 
 `gen eval vae` (gen/cli/eval_vae.py): how well an autoencoder reconstructs fresh toy-world
 images or clips. `gen eval judge`: the shipped judges on fresh renders. `gen eval sr`: a
-super-resolution stage against bicubic.
+super-resolution stage against bicubic. `gen eval interp`: a video pipeline's temporal
+super-resolution (VideoPipeline.interpolate) against the linear blend of neighbouring frames.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from gen.cli import args as types
 from gen.cli.eval_vae import EVAL_SEED, JUDGED_KINDS, _finite, evaluate_vae, format_report
 from gen.errors import GenError
 
-TARGETS = ("image", "video", "vae", "judge", "sr")
+TARGETS = ("image", "video", "vae", "judge", "sr", "interp")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", nargs="?", default=None, help="what to evaluate: image, video, vae, judge, sr")
+    parser.add_argument("target", nargs="?", default=None,
+                        help="what to evaluate: image, video, vae, judge, sr, interp")
     parser.add_argument("--model", default="default",
                         help="shipped name (default: toy-vae) or a checkpoint folder (config.json + "
                              "model.safetensors), or a pipeline folder with a vae part")
@@ -38,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="side in pixels, a multiple of the VAE factor (default 64 for images, as the "
                              "shipped VAE was trained; 32 for clips)")
     parser.add_argument("--frames", type=types.frames, default=None,
-                        help="--video: frames per clip, 1 + k * the temporal factor (default: k = 2)")
+                        help="--video: frames per clip, 1 + k * the temporal factor (default: k = 2); "
+                             "interp: frames of the render clips, every other one given (default 16)")
     parser.add_argument("--batch", type=types.integer(1, 4096), default=32,
                         help="images (clips) per encode/decode call")
     parser.add_argument("--video", action="store_true", help="evaluate a video VAE on toy clips")
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return evaluate_model(args)
     if args.target == "sr":
         return evaluate_stage(args)
+    if args.target == "interp":
+        return evaluate_interp(args)
     if args.target == "judge":
         results = evaluate_judges(n=args.n, size=args.size or 32, seed=_data_seed(args), device=args.device)
         if args.json:
@@ -109,6 +114,37 @@ def evaluate_stage(args) -> int:
         r = report[name]
         print(f"  {name:<8} PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  "
               f"edge energy {r['edge_energy']:.2f}x the truth's")
+    return 0
+
+
+def evaluate_interp(args) -> int:
+    """`gen eval interp`: temporal super-resolution alone, on fresh render clips."""
+    from gen.evaluate import evaluate_interpolation
+    from gen.pipeline import WEIGHTS_DIR, VideoPipeline
+    from gen.runtime import resolve_device
+    from metrics.video_judge import VideoJudge
+
+    if not 1 <= args.n <= 100_000:
+        raise GenError(f"--n must be between 1 and 100000, got {args.n}")
+    device = resolve_device(args.device)
+    pipe = VideoPipeline.from_pretrained(args.model, device=device)
+    if not isinstance(pipe, VideoPipeline):
+        raise GenError(f"--model {args.model} is a {type(pipe).__name__}; gen eval interp takes the video "
+                       f"pipeline that interpolates (a cascade's temporal stage)")
+    judge = VideoJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-video", device=device)
+    frames = args.frames or 16
+    report = evaluate_interpolation(pipe, judge, n=args.n, frames=frames, fps=pipe.defaults.fps or 8.0,
+                                    seed=_data_seed(args), batch=min(args.batch, 16), steps=args.steps)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{args.model}: {report['n']} fresh toy clips of {report['frames']} frames at {report['fps']:g} fps "
+          f"(seed {report['seed']}), every other frame given; {report['seconds_per_clip']:.2f} s/clip")
+    for name in ("model", "linear_blend"):
+        r = report[name]
+        print(f"  {name:<13} PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f} on the drawn frames")
+    print(f"  gain over the blend: {report['psnr_gain_db']:+.2f} dB; judged motion: " + ", ".join(
+        f"{k} {100 * v['motion']:.1f}%" for k, v in report["judge"].items()))
     return 0
 
 
