@@ -46,13 +46,17 @@ def to_clips(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
 
 
-def generate(pipe, prompts: list[str], steps, sampler, cfg, batch: int, progress=None) -> tuple[torch.Tensor, float]:
-    """(samples on the CPU, seconds): prompt i drawn from noise seed i, `batch` prompts per call."""
+def generate(pipe, prompts: list[str], steps, sampler, cfg, batch: int, progress=None,
+             init: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """(samples on the CPU, seconds): prompt i drawn from noise seed i, `batch` prompts per call;
+    `init` (video): frame 0 of clip i is init[i]."""
     start = time.perf_counter()
     chunks = []
     for i in range(0, len(prompts), batch):
         seeds = list(range(i, min(i + batch, len(prompts))))
-        chunks.append(pipe.generate(prompts[i:i + batch], seeds, steps=steps, sampler=sampler, cfg=cfg).float().cpu())
+        first = {} if init is None else {"init_image": init[i:i + batch]}
+        chunks.append(pipe.generate(prompts[i:i + batch], seeds, steps=steps, sampler=sampler, cfg=cfg,
+                                    **first).float().cpu())
         if progress is not None:
             progress(seeds[-1] + 1)
     return torch.cat(chunks), time.perf_counter() - start
@@ -60,12 +64,13 @@ def generate(pipe, prompts: list[str], steps, sampler, cfg, batch: int, progress
 
 def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=None, cfg=None,
                    batch: int = 16, seed: int = EVAL_SEED, progress=None,
-                   prompts: list[str] | None = None) -> tuple[dict, torch.Tensor]:
+                   prompts: list[str] | None = None, init_frames: bool = False) -> tuple[dict, torch.Tensor]:
     """Generate n clips for fresh toy prompts (or `prompts`, toy clip captions, cycled to n)
     and score them (see the module docstring): the judge's accuracy, per motion and as a
     confusion matrix (asked -> judged), beside the renders of n fresh captions (the ceiling)
     and those renders' frame 0 held still (the floor a clip that does not move gets).
-    Returns (report, clips (n, 3, T, H, W) in [-1, 1] on the CPU)."""
+    `init_frames`: frame 0 of each clip is its caption's render (`init_image`), which
+    measures animation alone. Returns (report, clips (n, 3, T, H, W) in [-1, 1] on the CPU)."""
     from metrics.stats import feature_stats, frechet_distance
     from metrics.temporal import temporal_consistency, temporal_flicker
     from metrics.video_judge import judge_clips, parse_motion_caption
@@ -73,6 +78,9 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     d = pipe.defaults
     frames, fps, size = d.frames, d.fps, d.size
     fresh, renders = clip_prompts(n, size, frames, fps, seed)
+    if prompts is not None and init_frames:
+        raise GenError("--init-frames starts each clip from its caption's render: it takes the fresh captions, "
+                       "not --prompts")
     prompts = fresh if prompts is None else [prompts[i % len(prompts)] for i in range(n)]
     cfg_ = judge.config
     targets = []
@@ -83,8 +91,9 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
             raise GenError(f"{err} (gen eval video judges toy clip captions, e.g. 'a red ball rolling left')") \
                 from None
     fresh_targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in fresh]
-    clips, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress)
     real = to_clips(renders)
+    clips, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress,
+                              init=real[:, :, 0] if init_frames else None)
     device = next(judge.parameters()).device
 
     def scores(x, asked=targets):
@@ -115,7 +124,7 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     consistency = {"generated": temporal_consistency(clips, encode).mean().item(),
                    "renders": temporal_consistency(real, encode).mean().item()}
     flicker = {"generated": temporal_flicker(clips).mean().item(), "renders": temporal_flicker(real).mean().item()}
-    report = {"n": n, "seed": seed, "size": size, "frames": frames, "fps": fps,
+    report = {"n": n, "seed": seed, "size": size, "frames": frames, "fps": fps, "init_frames": init_frames,
               "steps": steps or d.steps, "sampler": sampler or d.sampler, "cfg": d.cfg if cfg is None else cfg,
               "generated": generated, "renders": ceiling, "static_frame0": static,
               "motion_accuracy_by_kind": by_motion, "motion_confusion": confusion, "toy_fvd": fvd,

@@ -187,6 +187,19 @@ def test_video_evaluation_of_the_renders_scores_like_them_per_motion(judge):
     report, _ = evaluate_video(Perfect(renders, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5,
                                prompts=captions[:4])
     assert [row["prompt"] for row in report["per_clip"]] == captions[:4] * 4
+    firsts = []
+
+    class Recording(Perfect):
+        def generate(self, prompts, seeds, init_image=None, **kw):
+            firsts.append(init_image)
+            return super().generate(prompts, seeds, **kw)
+
+    report, _ = evaluate_video(Recording(renders, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5,
+                               batch=6, init_frames=True)
+    assert report["init_frames"] and torch.equal(torch.cat(firsts), to_clips(renders)[:, :, 0])
+    with pytest.raises(GenError, match="not --prompts"):
+        evaluate_video(Perfect(renders, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5,
+                       prompts=captions, init_frames=True)
     with pytest.raises(GenError, match="judges toy clip captions"):
         evaluate_video(Perfect(renders, 32, frames=8, fps=4.0), video_judge, judge, n=n, seed=5,
                        prompts=["a cat in a hat"])

@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=types.integer(1, 4096), default=32,
                         help="images (clips) per encode/decode call")
     parser.add_argument("--video", action="store_true", help="evaluate a video VAE on toy clips")
+    parser.add_argument("--init-frames", action="store_true",
+                        help="video: frame 0 of each clip is its caption's render (measures animation alone)")
     parser.add_argument("--prompts", metavar="FILE", help="image/video: prompts, one per line (default: fresh "
                                                             "toy-grammar captions; video: toy clip captions)")
     parser.add_argument("--steps", type=int, default=None, help="image/video: sampling steps (default: the model's)")
@@ -235,6 +237,8 @@ def evaluate_model(args) -> int:
     if not 2 <= args.n <= 100_000:
         raise GenError(f"--n must be between 2 and 100000, got {args.n}")
     video = args.target == "video"
+    if args.init_frames and (not video or args.prompts):
+        raise GenError("--init-frames starts each clip from its caption's render: gen eval video, without --prompts")
     prompts = None
     if args.prompts:
         from gen.cli.args import read_prompts
@@ -281,7 +285,7 @@ def _evaluate_into(args, out, video: bool, prompts) -> int:
         if video:
             report, samples = evaluate_video(pipe, judge, image_judge, n=args.n, steps=args.steps,
                                              sampler=args.sampler, cfg=args.cfg, seed=seed, progress=progress,
-                                             prompts=prompts)
+                                             prompts=prompts, init_frames=args.init_frames)
         else:
             report, samples = evaluate_image(pipe, judge, n=args.n, prompts=prompts, steps=args.steps,
                                              sampler=args.sampler, cfg=args.cfg, seed=seed, scene_judge=scene,
