@@ -62,6 +62,20 @@ def generate(pipe, prompts: list[str], steps, sampler, cfg, batch: int, progress
     return torch.cat(chunks), time.perf_counter() - start
 
 
+def video_targets(prompts: list[str], judge) -> list[dict]:
+    """What each toy clip caption asks the video judge for; a GenError for one it cannot read."""
+    from metrics.video_judge import parse_motion_caption
+
+    cfg_, targets = judge.config, []
+    for p in prompts:
+        try:
+            targets.append(parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words))
+        except ValueError as err:
+            raise GenError(f"{err} (gen eval video judges toy clip captions, e.g. 'a red ball rolling left')") \
+                from None
+    return targets
+
+
 def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=None, cfg=None,
                    batch: int = 16, seed: int = EVAL_SEED, progress=None,
                    prompts: list[str] | None = None, init_frames: bool = False) -> tuple[dict, torch.Tensor]:
@@ -83,13 +97,7 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
                        "not --prompts")
     prompts = fresh if prompts is None else [prompts[i % len(prompts)] for i in range(n)]
     cfg_ = judge.config
-    targets = []
-    for p in prompts:
-        try:
-            targets.append(parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words))
-        except ValueError as err:
-            raise GenError(f"{err} (gen eval video judges toy clip captions, e.g. 'a red ball rolling left')") \
-                from None
+    targets = video_targets(prompts, judge)
     fresh_targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in fresh]
     real = to_clips(renders)
     clips, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress,

@@ -279,6 +279,10 @@ def _evaluate_into(args, out, video: bool, prompts) -> int:
         pipe = Pipeline.from_pretrained(args.model, device=device, local_files_only=not args.download)
         judge = ImageJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-image", device=device)
         scene = SceneJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-scene", device=device)
+    if video and prompts is not None:  # a caption the judge cannot read fails before anything runs
+        from gen.evaluate import video_targets
+
+        video_targets(prompts, judge)
     bar = tqdm(total=args.n, unit="clip" if video else "image", file=sys.stderr, disable=args.json)
     progress = lambda done: bar.update(done - bar.n)  # noqa: E731
     try:  # the bar starts once everything is loaded: an error before it is the only line
