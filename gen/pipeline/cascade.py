@@ -192,20 +192,13 @@ class Cascade:
                     name: str = "") -> "Cascade":
         """Each stage is a subfolder of the cascade, or {"shipped": NAME}: a pipeline shipped
         with gen (the shipped cascade does not copy its stages' weights)."""
-        from gen.pipeline.weights import shipped_models
+        from gen.pipeline.folder import stage_source
 
-        stages, shipped = index.get("stages"), shipped_models()
+        stages = index.get("stages")
 
         def where(entry):
-            if isinstance(entry, dict) and set(entry) == {"shipped"} and entry["shipped"] in shipped:
-                return entry["shipped"]
-            if isinstance(entry, dict) and set(entry) == {"shipped"}:
-                raise GenError(f"{path / INDEX} names the shipped pipeline {entry['shipped']!r}, "
-                               f"which is not installed")
-            if isinstance(entry, str) and entry and not Path(entry).is_absolute() and ".." not in Path(entry).parts:
-                return str(path / entry)
-            raise GenError(f"{path / INDEX}: 'stages' must list the stage subfolders (or {{\"shipped\": NAME}}), "
-                           f"base first; got {entry!r}")
+            return stage_source(path, entry, "'stages' must list the stage subfolders (or {\"shipped\": NAME}), "
+                                             "base first")
 
         if not isinstance(stages, list) or not stages:
             raise GenError(f"{path / INDEX}: 'stages' must list the stage subfolders, base first; got {stages!r}")

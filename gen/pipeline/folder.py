@@ -38,6 +38,21 @@ def check_base(path: Path, index: dict, base: Path) -> None:
                        f"changed since (sha256 differs): it cannot be rebuilt; re-export it from its training run")
 
 
+def stage_source(path: Path, entry, need: str) -> str:
+    """Where a cascade folder's stage `entry` lives: a subfolder of `path`, or {"shipped": NAME},
+    a pipeline shipped with gen (so a shipped cascade copies no weights). `need` says what
+    the entry should be, for the error a damaged one gets."""
+    from gen.pipeline.weights import shipped_models
+
+    if isinstance(entry, dict) and set(entry) == {"shipped"}:
+        if entry["shipped"] not in shipped_models():
+            raise GenError(f"{path / INDEX} names the shipped pipeline {entry['shipped']!r}, which is not installed")
+        return entry["shipped"]
+    if isinstance(entry, str) and entry and not Path(entry).is_absolute() and ".." not in Path(entry).parts:
+        return str(path / entry)
+    raise GenError(f"{path / INDEX}: {need}; got {entry!r}")
+
+
 def read_index(path: Path) -> dict:
     """A pipeline folder's model_index.json, checked to be a table with the parts it names."""
     index = read_json(path / INDEX, fix="rewrite it with save_pretrained, or restore the folder")

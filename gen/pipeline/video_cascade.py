@@ -194,23 +194,11 @@ class VideoCascade:
     def from_folder(cls, path: Path, index: dict, device="cpu", dtype: torch.dtype | None = None,
                     name: str = "") -> "VideoCascade":
         from gen.pipeline import load
-        from gen.pipeline.weights import shipped_models
-
-        shipped = shipped_models()
-
-        def where(key, entry):
-            if isinstance(entry, dict) and set(entry) == {"shipped"}:
-                if entry["shipped"] not in shipped:
-                    raise GenError(f"{path / INDEX} names the shipped pipeline {entry['shipped']!r}, "
-                                   f"which is not installed")
-                return entry["shipped"]
-            if isinstance(entry, str) and entry and not Path(entry).is_absolute() and ".." not in Path(entry).parts:
-                return str(path / entry)
-            raise GenError(f"{path / INDEX}: {key!r} must name a stage subfolder (or {{\"shipped\": NAME}}), "
-                           f"got {entry!r}")
+        from gen.pipeline.folder import stage_source
 
         def stage(key, entry, kind):
-            found = load(where(key, entry), device=device, dtype=dtype)
+            source = stage_source(path, entry, f"{key!r} must name a stage subfolder (or {{\"shipped\": NAME}})")
+            found = load(source, device=device, dtype=dtype)
             if kind is not None and not isinstance(found, kind):
                 raise GenError(f"{path / INDEX}: the {key} stage is a {type(found).__name__}, not a "
                                f"{kind.__name__}")
