@@ -48,6 +48,18 @@ def load_vae(path: str, device):
     return vae.eval().requires_grad_(False)
 
 
+def start_pipeline(name: str, flag: str):
+    """The pipeline a run starts from (`flag` names it); of a cascade such as the shipped
+    default, its text-to-image base."""
+    from gen.pipeline import Cascade, load_pipeline
+
+    start = load_pipeline(name)
+    if isinstance(start, Cascade):
+        log.info("%s %s is a cascade: its base, %s, is used", flag, name, start.base.name)
+        start = start.base
+    return start
+
+
 class DiffusionTask:
     export_name = "pipeline"
 
@@ -83,10 +95,7 @@ class DiffusionTask:
         base's), kept frozen: a new denoiser trained on a text side that already knows the words."""
         import copy
 
-        from gen.pipeline import Cascade, load_pipeline
-
-        start = load_pipeline(self.cfg.text_encoder_from)
-        start = start.base if isinstance(start, Cascade) else start
+        start = start_pipeline(self.cfg.text_encoder_from, "--text-encoder-from")
         if getattr(start, "text_encoder", None) is None or not hasattr(start.text_encoder, "tokenize"):
             raise GenError(f"--text-encoder-from {self.cfg.text_encoder_from} has no gen text encoder to reuse")
         return copy.deepcopy(start.text_encoder).float()
@@ -99,13 +108,8 @@ class DiffusionTask:
         return overrides
 
     def image_start(self):
-        from gen.pipeline import Cascade, load_pipeline
-
         cfg = self.cfg
-        start = load_pipeline(cfg.init)
-        if isinstance(start, Cascade):
-            log.info("--init %s is a cascade: training fine-tunes its base, %s", cfg.init, start.base.name)
-            start = start.base
+        start = start_pipeline(cfg.init, "--init")
         if start.kind != "image" or type(start).__name__ != "Pipeline":
             raise GenError(f"--init {cfg.init} is a {type(start).__name__}; gen train image --init fine-tunes a "
                            f"gen text-to-image pipeline")
@@ -200,12 +204,9 @@ class DiffusionTask:
         model's every weight (to continue training it, with any layers the model
         overrides add, such as a temporal_conv, at identity)."""
         import models
-        from gen.pipeline import Cascade, load_pipeline
 
         cfg = self.cfg
-        start = load_pipeline(cfg.init)
-        if isinstance(start, Cascade):  # the shipped default: its text-to-image base is the image model
-            start = start.base
+        start = start_pipeline(cfg.init, "--init")
         if (start.vae is None) != (self.vae is None):
             raise GenError(f"--init {cfg.init} works in {'pixel' if start.vae is None else 'latent'} space "
                            f"but this run in {'pixel' if self.vae is None else 'latent'} space; match --vae")
