@@ -19,6 +19,19 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 KEYS = ("frames", "frame_mask")
 
 
+def _text_encoder():
+    return models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
+                                                       embed_dim=32, context_length=16))
+
+
+def _jiggle(net):
+    """As if trained: zero-initialised branches and gates would hide a difference."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
 def test_frame_mask_kinds():
     assert frame_mask("animate", 5).tolist() == [1, 0, 0, 0, 0]
     assert frame_mask("interpolate", 6).tolist() == [1, 0, 1, 0, 1, 0]
@@ -66,19 +79,13 @@ def _cond(net, b=2, frames=4, size=8, seed=1):
 def test_widened_inputs_start_as_the_model_without_them(how):
     torch.manual_seed(0)
 
-    def jiggle(net):  # as if trained: zero-initialised branches would hide a difference
-        with torch.no_grad():
-            for p in net.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        return net
-
     if how == "video_from_image":
-        image = jiggle(models.create("dit-tiny", sample_size=8, text_dim=32, pooled_dim=32))
+        image = _jiggle(models.create("dit-tiny", sample_size=8, text_dim=32, pooled_dim=32))
         plain = models.video_from_image(image, frames=4)
         masked = models.video_from_image(image, frames=4, concat_keys=KEYS)
     else:
         preset = "video-dit-tiny" if how == "extend-dit" else "video-unet-tiny"
-        plain = jiggle(models.create(preset, sample_size=8, frames=4, text_dim=32, pooled_dim=32,
+        plain = _jiggle(models.create(preset, sample_size=8, frames=4, text_dim=32, pooled_dim=32,
                                      **({"tubelet": 1} if how == "extend-dit" else {})))
         masked = models.extend(plain, concat_keys=KEYS)
     assert masked.config.concat_keys == KEYS
@@ -112,13 +119,10 @@ def test_training_inputs_hide_unknown_frames_and_weight_only_them():
 @pytest.fixture(scope="module")
 def masked_pipe():
     torch.manual_seed(0)
-    enc = models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
-                                                      embed_dim=32, context_length=16))
+    enc = _text_encoder()
     net = models.create("video-dit-tiny", sample_size=8, frames=4, tubelet=1, text_dim=enc.dim,
                         pooled_dim=enc.pooled_dim, concat_keys=KEYS)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    _jiggle(net)
     return VideoPipeline(net, enc, NoiseSchedule.create("cosine", prediction="v"),
                          SamplingDefaults(size=8, steps=3, frames=4, fps=2.0))
 
@@ -201,12 +205,8 @@ def test_a_frozen_image_model_still_learns_to_read_the_known_frames(tmp_path):
     from gen.pipeline import Pipeline
 
     torch.manual_seed(0)
-    enc = models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
-                                                      embed_dim=32, context_length=16))
-    image = models.create("dit-tiny", sample_size=8, text_dim=enc.dim, pooled_dim=enc.pooled_dim)
-    with torch.no_grad():
-        for p in image.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    enc = _text_encoder()
+    image = _jiggle(models.create("dit-tiny", sample_size=8, text_dim=enc.dim, pooled_dim=enc.pooled_dim))
     base = Pipeline(image, enc, NoiseSchedule.create("cosine", prediction="v"), SamplingDefaults(size=8, steps=2))
     base_dir = base.save_pretrained(tmp_path / "image")
     run = tmp_path / "run"
@@ -278,8 +278,7 @@ def test_a_new_video_model_on_a_trained_frozen_text_encoder(tmp_path):
     from gen.pipeline import Pipeline
 
     torch.manual_seed(0)
-    enc = models.TextEncoder(models.TextEncoderConfig(arch="tiny", hash_vocab=512, width=32, layers=1, heads=2,
-                                                      embed_dim=32, context_length=16))
+    enc = _text_encoder()
     image = Pipeline(models.create("dit-tiny", sample_size=8, text_dim=enc.dim, pooled_dim=enc.pooled_dim), enc,
                      NoiseSchedule.create("cosine", prediction="v"), SamplingDefaults(size=8, steps=2))
     source = image.save_pretrained(tmp_path / "image")
