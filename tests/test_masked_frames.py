@@ -86,7 +86,7 @@ def test_widened_inputs_start_as_the_model_without_them(how):
     else:
         preset = "video-dit-tiny" if how == "extend-dit" else "video-unet-tiny"
         plain = _jiggle(models.create(preset, sample_size=8, frames=4, text_dim=32, pooled_dim=32,
-                                     **({"tubelet": 1} if how == "extend-dit" else {})))
+                                      **({"tubelet": 1} if how == "extend-dit" else {})))
         masked = models.extend(plain, concat_keys=KEYS)
     assert masked.config.concat_keys == KEYS
     x, t, cond = _cond(plain)

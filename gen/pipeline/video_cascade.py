@@ -142,17 +142,7 @@ class VideoCascade:
             clip = up.unflatten(0, (b, t)).transpose(1, 2)
         return clip
 
-    def __call__(self, prompt: str | list[str], n: int = 1, seed: int = 0, **kwargs) -> list[list]:
-        """One list of PIL frames per clip (n clips per prompt; clip k of a prompt uses seed + k)."""
-        from PIL import Image
-
-        from gen.pipeline.video import clips_to_uint8
-
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        prompts = [p for p in prompts for _ in range(n)]
-        seeds = [seed + k for _ in range(len(prompts) // n) for k in range(n)]
-        return [[Image.fromarray(f) for f in frames] for frames in clips_to_uint8(self.generate(prompts, seeds,
-                                                                                               **kwargs))]
+    __call__ = VideoPipeline.__call__  # one list of PIL frames per clip, the same seeds rule
 
     # --- files ------------------------------------------------------------------------
 
