@@ -33,12 +33,15 @@ def concat_inputs(x: torch.Tensor, cond: dict, keys: tuple[str, ...]) -> torch.T
     """x with cond[keys] appended as channels (resized to x's size where needed).
 
     `low_res`: an image or clip at lower resolution (spatial super-resolution);
-    `frames`: known frames of a clip, zero where unknown; `frame_mask`: (B, T) or
-    broadcastable, 1 where a frame is known (temporal super-resolution).
+    `frames`: known frames of a clip; `frame_mask`: (B, T) or broadcastable, 1 where a
+    frame is known (temporal super-resolution). With both, the model sees each unknown
+    frame as `fill_frames` guesses it from the known ones (whatever `frames` holds there).
     """
     parts = [x]
     for key in keys:
         value = cond[key].to(x.dtype)
+        if key == "frames" and "frame_mask" in keys:
+            value = fill_frames(value, cond["frame_mask"])
         if key == "frame_mask":
             if value.dim() == 2:  # (B, T)
                 value = value[:, None, :, None, None]
@@ -55,6 +58,32 @@ def concat_inputs(x: torch.Tensor, cond: dict, keys: tuple[str, ...]) -> torch.T
             raise ValueError(f"cond[{key!r}] of shape {tuple(value.shape)} does not match x of shape {tuple(x.shape)}")
         parts.append(value)
     return torch.cat(parts, dim=1)
+
+
+def fill_frames(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """frames (B, C, T, H, W) with each frame the mask (B, T) marks unknown replaced by
+    the linear blend of its nearest known frames before and after (by distance in
+    frames), or by the nearest known one where it has a known frame on one side only;
+    zero where no frame is known. A masked-frame model thus starts from a copy of the
+    still (animation), the blend of the neighbours (interpolation) or the last frame
+    held (extension), as image-to-video models give the still to every frame (SVD)."""
+    if mask.dim() != 2:
+        mask = mask.reshape(mask.shape[0], -1) if mask.dim() == 1 else mask.flatten(2).amax(2).flatten(1)
+    mask = mask.expand(frames.shape[0], frames.shape[2]) > 0.5
+    t = torch.arange(frames.shape[2], device=frames.device).expand_as(mask)
+    never = frames.shape[2] * 4  # farther than any frame
+    before = torch.where(mask, t, -never).cummax(1).values  # nearest known index at or before t
+    after = torch.where(mask, t, never).flip(1).cummin(1).values.flip(1)  # at or after t
+    has_b, has_a = before >= 0, after < frames.shape[2]
+    gap = (after - before).clamp(min=1).to(frames.dtype)
+    w_after = torch.where(has_b & has_a, (t - before).to(frames.dtype) / gap, has_a.to(frames.dtype))
+    w_before = torch.where(has_b, 1 - w_after, torch.zeros_like(w_after))
+    w_after = torch.where(has_a, w_after, torch.zeros_like(w_after))
+    # weights (B, T_out, T_in): row t has w_before at `before` and w_after at `after`
+    weights = torch.zeros(*mask.shape, mask.shape[1], dtype=frames.dtype, device=frames.device)
+    weights.scatter_add_(2, before.clamp(min=0)[..., None], w_before[..., None])
+    weights.scatter_add_(2, after.clamp(max=mask.shape[1] - 1)[..., None], w_after[..., None])
+    return torch.einsum("bts,bcshw->bcthw", weights, frames)
 
 
 class Conditioner(nn.Module):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import models
+from models.conditioning import fill_frames
 from gen.cli import main
 from gen.errors import GenError
 from gen.pipeline import FRAME_MASKS, SamplingDefaults, VideoPipeline, frame_mask, random_frame_masks
@@ -64,6 +65,38 @@ def test_random_masks_are_drawn_from_the_kinds_and_the_generator():
             kinds["extend"] += 1
     assert all(60 < count < 140 for count in kinds.values()), kinds  # uniform over 4 kinds: 100 each
     assert torch.equal(random_frame_masks(("animate",), 3, 4, g), animate[:4].repeat(3, 1))
+
+
+def _fill_by_loop(frames, mask):
+    """The known-frame guess written frame by frame: the distance-weighted blend of the
+    nearest known frames on each side, the nearest one where only one side has any."""
+    out = torch.zeros_like(frames)
+    for b in range(frames.shape[0]):
+        known = [s for s in range(frames.shape[2]) if mask[b, s] > 0.5]
+        for t in range(frames.shape[2]):
+            before, after = [s for s in known if s <= t], [s for s in known if s >= t]
+            if before and after:
+                p, n = before[-1], after[0]
+                w = 0.0 if n == p else (t - p) / (n - p)
+                out[b, :, t] = (1 - w) * frames[b, :, p] + w * frames[b, :, n]
+            elif before or after:
+                out[b, :, t] = frames[b, :, (before or after)[-1 if before else 0]]
+    return out
+
+
+def test_unknown_frames_are_guessed_from_the_known_ones():
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn((5, 2, 7, 3, 3), generator=g)
+    mask = torch.tensor([[1.0, 0, 0, 0, 0, 0, 0], [1, 0, 1, 0, 1, 0, 1], [0, 0, 1, 0, 0, 0, 1],
+                         [1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]])
+    filled = fill_frames(frames, mask)
+    torch.testing.assert_close(filled, _fill_by_loop(frames, mask))
+    assert torch.equal(filled[0], frames[0, :, :1].expand(2, 7, 3, 3))  # animate: the still everywhere
+    torch.testing.assert_close(filled[1, :, 1], (frames[1, :, 0] + frames[1, :, 2]) / 2)  # the blend
+    assert not filled[4].any()  # nothing known: nothing to guess from
+    known = mask.bool()[:, None, :, None, None].expand_as(frames)
+    assert torch.equal(filled[known], frames[known])  # known frames pass through
+    torch.testing.assert_close(fill_frames(frames * mask[:, None, :, None, None], mask), filled)  # unknown ignored
 
 
 def _cond(net, b=2, frames=4, size=8, seed=1):
