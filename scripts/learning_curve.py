@@ -1,6 +1,6 @@
 """A run's learning curve: `gen eval` on each of its snapshots, against samples seen.
 
-    python scripts/learning_curve.py RUN [--n 50] [--out RUN/learning-curve.json]
+    python scripts/learning_curve.py RUN [--n 50] [--init-frames] [--out RUN/learning-curve.json]
 
 A run trained with `--snapshot-every N` keeps its EMA pipeline every N steps under
 RUN/snapshots/step-N/. Each is scored by `gen eval image|video` (the run's kind; fresh
@@ -8,7 +8,8 @@ prompts from the evaluation seed, never trained on), and the curve is the judge'
 against samples (images or clips) seen, step x batch from RUN/config.json. It prints one
 row per snapshot and writes the JSON ({"kind", "batch", "points": [{"step", "samples",
 "generated": {...}, "seconds_per_sample"}]}) for a model card; nothing in RUN changes
-but that file.
+but that file. `--init-frames` (video): frame 0 of each clip is its caption's render, which
+measures a masked-frame model's animation alone (`gen eval video --init-frames`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def curve(run: Path, n: int, device: str = "auto") -> dict:
+def curve(run: Path, n: int, device: str = "auto", init_frames: bool = False) -> dict:
     from gen.cli import main
 
     config = json.loads((run / "config.json").read_text())
@@ -42,7 +43,7 @@ def curve(run: Path, n: int, device: str = "auto") -> dict:
         for step, pipeline in snapshots(run):
             out = Path(tmp) / f"step-{step}"
             code = main(["--device", device, "eval", kind, "--model", str(pipeline), "--n", str(n),
-                         "--out", str(out), "--json"])
+                         "--out", str(out), "--json"] + (["--init-frames"] if init_frames else []))
             if code:
                 raise SystemExit(f"learning_curve: gen eval failed on {pipeline}")
             report = json.loads((out / "report.json").read_text())
@@ -51,7 +52,7 @@ def curve(run: Path, n: int, device: str = "auto") -> dict:
             print(f"step {step:>7}  samples {step * batch:>9}  " + "  ".join(
                 f"{k} {v:.3f}" for k, v in report["generated"].items() if isinstance(v, (int, float))),
                 file=sys.stderr, flush=True)
-    return {"kind": kind, "batch": batch, "n": n, "points": points}
+    return {"kind": kind, "batch": batch, "n": n, "init_frames": init_frames, "points": points}
 
 
 def main() -> None:
@@ -60,10 +61,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="prompts per snapshot (default 50)")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/learning-curve.json")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--init-frames", action="store_true",
+                        help="video: frame 0 of each clip is its caption's render (animation alone)")
     args = parser.parse_args()
     if not snapshots(args.run):
         raise SystemExit(f"learning_curve: {args.run} has no snapshots (train it with --snapshot-every N)")
-    result = curve(args.run, args.n, args.device)
+    if args.init_frames and json.loads((args.run / "config.json").read_text())["kind"] != "video":
+        raise SystemExit("learning_curve: --init-frames is for a video run")
+    result = curve(args.run, args.n, args.device, args.init_frames)
     out = args.out or args.run / "learning-curve.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(out)

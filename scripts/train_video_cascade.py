@@ -1,19 +1,20 @@
 """Recipe for the shipped video cascade (issue 17): text -> image -> video -> 2x frames -> 4x pixels.
 
-    python scripts/train_video_cascade.py --out runs/video-masked [--minutes 70] [--resume]
+    python scripts/train_video_cascade.py --out runs/video-masked [--minutes 85] [--resume]
     python scripts/train_video_cascade.py --ship runs/video-masked/pipeline   # + the cascade folder
 
 The hard stage is small: one masked-frame video DiT (MCVD; Make-A-Video's interpolation
 network) trained from scratch on toy clips of 8 frames at 4 fps, 32x32 pixels, patch 4
 (64 tokens a frame, 512 a clip), full space-time attention with 64-wide heads, reading the
 frozen text encoder of the shipped image model. Each training clip gets one random frame
-mask (animate: frame 0 known; interpolate: every other frame; extend: the first k; none),
-the known frames a little noise (against conditional image leakage), and the model sees
-every unknown frame as the blend of its known neighbours (`models.conditioning.fill_frames`):
+mask (animate: frame 0 known; interpolate: every other frame; extend: the first k; none);
+interpolate-mask clips are drawn at 8 fps (the 4 -> 8 fps step of temporal SR), the others
+at 4 fps; the known frames get a little noise (against conditional image leakage), and the
+model sees every unknown frame as the blend of its known neighbours (`fill_frames`):
 it learns to move a still, not to draw one. v-prediction on a zero-terminal-SNR cosine
 schedule (Emu Video). The same weights animate frame 0 from the image model, double the
 frame rate (interpolate) and extend clips; the shipped 4x super-resolution stage enlarges
-every frame with noise shared across a clip's frames.
+every frame (one deterministic pass, the same for every frame: nothing to flicker).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ RECIPE = dict(
                      "attention": "full"},
     text_encoder_from=IMAGE,
     frame_masks=("animate", "animate", "animate", "interpolate", "interpolate", "extend", "none"),
-    known_noise=0.1,
+    known_noise=0.1, dense_interpolate=True,
     schedule={"beta_schedule": "cosine", "prediction": "v", "zero_terminal_snr": True},
     loss_weighting="min_snr", min_snr_gamma=5.0, lr=6e-4, warmup=200, lr_schedule="constant",
     weight_decay=0.0, grad_clip=1.0, ema_decay=0.998, cond_drop=0.1, bf16=True,

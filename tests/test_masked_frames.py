@@ -132,21 +132,49 @@ def test_widened_inputs_start_as_the_model_without_them(how):
         masked(x, t, cond)  # the new inputs are required
 
 
+def _training_inputs(task, x0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return task.known_frames(x0, task.frame_masks(x0, g), g)
+
+
 def test_training_inputs_hide_unknown_frames_and_weight_only_them():
     cfg = TrainConfig(out="unused", kind="video", frames=4, frame_masks=("interpolate",)).validate()
     task = DiffusionTask(cfg, torch.device("cpu"))
     x0 = torch.randn(3, 3, 4, 8, 8)
-    extra, where = task.known_frames(x0, torch.Generator().manual_seed(0))
+    extra, where = _training_inputs(task, x0)
     assert torch.equal(extra["frame_mask"], torch.tensor([[1.0, 0, 1, 0]]).repeat(3, 1))
     assert torch.equal(extra["frames"][:, :, 0::2], x0[:, :, 0::2]) and not extra["frames"][:, :, 1::2].any()
     assert torch.equal(where[:, 0, :, 0, 0], torch.tensor([[0.0, 1, 0, 1]]).repeat(3, 1))
     noisy_cfg = TrainConfig(out="unused", kind="video", frames=4, frame_masks=("animate",), known_noise=0.5)
     noisy = DiffusionTask(noisy_cfg.validate(), torch.device("cpu"))
-    extra, _ = noisy.known_frames(x0, torch.Generator().manual_seed(0))
+    extra, _ = _training_inputs(noisy, x0)
     delta = extra["frames"][:, :, 0] - x0[:, :, 0]
     assert 0 < delta.abs().max() and not extra["frames"][:, :, 1:].any()
-    one = noisy.known_frames(x0[:, :, :1], torch.Generator().manual_seed(0))[0]  # an image: nothing known
+    one = _training_inputs(noisy, x0[:, :, :1])[0]  # an image: nothing known
     assert not one["frame_mask"].any()
+
+
+def test_dense_interpolation_trains_temporal_sr_at_the_doubled_rate():
+    cfg = TrainConfig(out="unused", kind="video", data="toy-video", data_n=4, size=8, frames=4, fps=2.0,
+                      model="video-dit-tiny",
+                      model_overrides={"tubelet": 1}, frame_masks=("animate", "interpolate"),
+                      dense_interpolate=True).validate()
+    task = DiffusionTask(cfg, torch.device("cpu"))
+    dataset, _ = task.build()
+    assert dataset[0]["video"].shape[1] == 8  # twice the frames at twice the rate: the same two seconds
+    x0 = torch.arange(8.0).view(1, 1, 8, 1, 1).repeat(64, 1, 1, 1, 1)  # each frame holds its index
+    g = torch.Generator().manual_seed(0)
+    mask = task.frame_masks(x0, g)
+    picked = task.clip_rates(x0, mask, g)[:, 0, :, 0, 0]
+    dense = mask[:, 2] == 1  # interpolate: 1, 0, 1, 0; animate: 1, 0, 0, 0
+    assert 0 < dense.sum() < 64 and picked.shape == (64, 4)
+    assert torch.equal(picked[~dense], torch.tensor([0.0, 2, 4, 6]).expand(int((~dense).sum()), 4))  # at --fps
+    steps = picked[dense].diff(dim=1)
+    assert torch.equal(steps, torch.ones_like(steps)) and len(set(picked[dense, 0].tolist())) > 1  # 2x fps, anywhere
+    for bad in ({"frame_masks": ("animate",)}, {"vae": "toy-vae"}):
+        with pytest.raises(GenError, match="--dense-interpolate"):
+            TrainConfig(out="unused", kind="video", frames=4, dense_interpolate=True,
+                        **{"frame_masks": ("interpolate",), **bad}).validate()
 
 
 @pytest.fixture(scope="module")

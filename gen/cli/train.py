@@ -72,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", action="store_true", help="vae: a causal video VAE trained on clips")
     parser.add_argument("--freeze-spatial", action="store_true",
                         help="video with --init: train only the temporal layers (the image model stays as it is)")
+    parser.add_argument("--dense-interpolate", action="store_true",
+                        help="video with --frame-masks: interpolate-mask clips at twice --fps (temporal SR's rate)")
     parser.add_argument("--regression", action="store_true",
                         help="sr: SR3's baseline, a U-Net predicting the image in one pass (MSE), no diffusion")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bf16 autocast)")
@@ -101,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         values["vae_video"] = True
     if args.freeze_spatial:
         values["freeze_spatial"] = True
+    if args.dense_interpolate:
+        values["dense_interpolate"] = True
     if args.compile:
         values["compile"] = True
     if args.download:

@@ -51,6 +51,8 @@ class TrainConfig:
     frame_masks: tuple[str, ...] = ()  # video: a masked-frame model (frames + frame_mask inputs) trained on these
     # kinds of known frames, one drawn per clip (animate, interpolate, extend, none; gen.pipeline.FRAME_MASKS)
     known_noise: float = 0.0  # video with frame_masks: known frames get Gaussian noise of std U(0, this)
+    dense_interpolate: bool = False  # video with frame_masks: interpolate-mask clips at twice fps (the rate
+    # temporal super-resolution gives), the other kinds at fps
     image_ratio: float = 0.0  # video: share of steps on a batch of images, as one-frame clips (joint training)
     image_data: str | None = None  # video with image_ratio: the image dataset (default: toy for toy-video)
     vae_video: bool = False  # kind "vae": a causal video VAE on clips (models.VideoVAE)
@@ -179,6 +181,9 @@ class TrainConfig:
                 raise GenError(f"--frame-masks trains a masked-frame video model on kinds from "
                                f"{', '.join(FRAME_MASKS)}: gen train video --frame-masks animate,interpolate; "
                                f"got {','.join(self.frame_masks)!r} for {self.kind}")
+        if self.dense_interpolate and ("interpolate" not in self.frame_masks or self.vae):
+            raise GenError("--dense-interpolate draws the interpolate-mask clips of a pixel-space masked-frame model "
+                           "at twice --fps: give --frame-masks with interpolate, and no --vae")
         if self.text_encoder_from and (self.kind not in ("image", "video") or self.init):
             raise GenError("--text-encoder-from gives a new image or video denoiser a trained text encoder; "
                            "with --init the text encoder comes from that pipeline already")

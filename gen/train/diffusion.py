@@ -126,8 +126,9 @@ class DiffusionTask:
 
         cfg = self.cfg
         video = cfg.kind == "video"
+        rate = 2 if cfg.dense_interpolate else 1  # clips of twice the frames at twice the rate (the same span)
         dataset = open_dataset(cfg.data, size=cfg.size, n=cfg.data_n, seed=cfg.seed,
-                               frames=cfg.frames if video else None, fps=cfg.fps if video else None,
+                               frames=cfg.frames * rate if video else None, fps=cfg.fps * rate if video else None,
                                channels=cfg.channels, video=video, kind=cfg.data_kind, split=cfg.data_split,
                                caption_column=cfg.caption_column, download=cfg.download)
         in_channels, sample_size = cfg.channels, cfg.size
@@ -280,13 +281,18 @@ class DiffusionTask:
         else:
             x0 = self.clean(batch)
         tokens = self.model.text_encoder.tokenize(batch["text"]).to(dev)
+        mask = None
+        if cfg.frame_masks:
+            mask = self.frame_masks(x0, gen)
+            if cfg.dense_interpolate:
+                x0 = self.clip_rates(x0, mask, gen)
         b = x0.shape[0]
         t = torch.randint(0, self.schedule.num_train_timesteps, (b,), generator=gen).to(dev)
         noise = torch.randn(x0.shape, generator=gen).to(dev)
         null = (torch.rand(b, generator=gen) < cfg.cond_drop).to(dev)
         x_t = q_sample(x0, t, noise, self.schedule)
         target = training_target(x0, noise, t, self.schedule)
-        extra, where = self.known_frames(x0, gen) if cfg.frame_masks else (None, None)
+        extra, where = self.known_frames(x0, mask, gen) if mask is not None else (None, None)
         with autocast:
             pred = trained(x_t, t, tokens, null, extra)
         error = F.mse_loss(pred.float(), target.float(), reduction="none")
@@ -298,15 +304,36 @@ class DiffusionTask:
                                cfg.min_snr_gamma)
         return (per_sample * weights).mean(), {}
 
-    def known_frames(self, x0: torch.Tensor, gen: torch.Generator) -> tuple[dict, torch.Tensor]:
-        """A masked-frame model's inputs for clean clips x0 (B, C, T, H, W): one random mask
-        of cfg.frame_masks per clip (none for one-frame clips, images in joint training), the
-        known frames with noise of std U(0, known_noise) (against conditional image leakage,
-        Zhao et al. 2024), zero elsewhere; and the (B, 1, T, 1, 1) weights of the frames to draw."""
+    def frame_masks(self, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """(B, T) known-frame masks for clean clips x0 (B, C, T', H, W): one random mask of
+        cfg.frame_masks per clip of the model's T frames (none for one-frame clips, images in
+        joint training)."""
         from gen.pipeline.video import random_frame_masks
 
-        b, frames, dev = x0.shape[0], x0.shape[2], x0.device
-        mask = random_frame_masks(self.cfg.frame_masks if frames > 1 else ("none",), b, frames, gen).to(dev)
+        frames = self.cfg.frames if self.cfg.dense_interpolate and x0.shape[2] > 1 else x0.shape[2]
+        return random_frame_masks(self.cfg.frame_masks if frames > 1 else ("none",), x0.shape[0], frames,
+                                  gen).to(x0.device)
+
+    def clip_rates(self, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """--dense-interpolate: x0 holds 2T frames at twice --fps; each clip whose mask is the
+        interpolate one becomes T consecutive frames from a random start (the rate temporal SR
+        draws, every other frame given), every other clip its even frames (T at --fps)."""
+        from gen.pipeline.video import frame_mask
+
+        if x0.shape[2] == 1:  # images in joint training
+            return x0
+        frames = mask.shape[1]
+        dense = (mask == frame_mask("interpolate", frames).to(mask)).all(1)
+        start = torch.randint(0, x0.shape[2] - frames + 1, (x0.shape[0],), generator=gen)
+        picks = torch.where(dense[:, None].cpu(), start[:, None] + torch.arange(frames), 2 * torch.arange(frames))
+        return torch.stack([clip[:, p] for clip, p in zip(x0, picks.to(x0.device))])
+
+    def known_frames(self, x0: torch.Tensor, mask: torch.Tensor, gen: torch.Generator) -> tuple[dict, torch.Tensor]:
+        """A masked-frame model's inputs for clean clips x0 (B, C, T, H, W) and their masks
+        (B, T): the known frames with noise of std U(0, known_noise) (against conditional image
+        leakage, Zhao et al. 2024), zero elsewhere; and the (B, 1, T, 1, 1) weights of the
+        frames to draw."""
+        b, dev = x0.shape[0], x0.device
         known = x0
         if self.cfg.known_noise:
             sigma = (torch.rand(b, generator=gen) * self.cfg.known_noise).to(dev)
