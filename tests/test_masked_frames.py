@@ -235,6 +235,8 @@ def test_known_frames_bad_input(masked_pipe):
         masked_pipe.generate(["a cat"], [0], known_frames=(clips, torch.ones(3)))
     with pytest.raises(GenError, match="not both"):
         masked_pipe.generate(["a cat"], [0], known_frames=(clips, torch.ones(4)), init_image=torch.zeros(3, 8, 8))
+    with pytest.raises(GenError, match=r"marks no frame known \(row 1\)"):
+        masked_pipe.generate(["a cat", "a dog"], [0, 1], known_frames=(clips, torch.tensor([[1.0, 0, 0, 0], [0] * 4])))
 
 
 def test_gen_train_video_frame_masks(tmp_path):

@@ -66,11 +66,24 @@ def test_init_image_replaces_the_image_stage(cascade):
 def test_unreachable_outputs_name_the_reachable_ones(cascade):
     with pytest.raises(GenError, match="draws frames of 8, 16 pixels"):
         cascade.plan(size=12)
-    with pytest.raises(GenError, match="4 frames at 2 fps, 8 frames at 4 fps"):
+    with pytest.raises(GenError, match="--fps 3: this video cascade draws clips at 2 or 4 fps"):
         cascade.plan(fps=3.0)
-    with pytest.raises(GenError, match="--frames 8 at --fps 2"):
-        cascade.plan(fps=2.0, frames=8)
-    assert cascade.plan(frames=4) == (1, 0) and cascade.plan(size=8, fps=4.0) == (0, 1)
+    with pytest.raises(GenError, match="--frames 0"):
+        cascade.plan(frames=0)
+    assert cascade.plan() == (1, 1, 4) and cascade.plan(size=8, fps=2.0) == (0, 0, 4)
+    # more frames than the video stage draws: it extends its clip first (temporal SR doubles it)
+    assert cascade.plan(frames=12) == (1, 1, 6) and cascade.plan(fps=2.0, frames=7) == (1, 0, 7)
+    assert cascade.plan(frames=3) == (1, 1, 4)  # fewer: the first ones
+
+
+def test_longer_and_shorter_clips_keep_the_default_clips_frames(cascade):
+    clip = cascade.generate(["a cat"], [0], size=8, fps=4.0)
+    longer = cascade.generate(["a cat"], [0], size=8, fps=4.0, frames=12)
+    assert clip.shape[2] == 8 and longer.shape[2] == 12
+    # the video stage's first window is the default clip's: temporal SR keeps those frames as given
+    torch.testing.assert_close(longer[:, :, 0:8:2], clip[:, :, 0::2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(cascade.generate(["a cat"], [0], size=8, frames=3), clip[:, :, :3],
+                               atol=1e-5, rtol=0)
 
 
 def test_folder_round_trip_stores_a_reused_stage_once(tmp_path, cascade):
@@ -92,8 +105,10 @@ def test_gen_video_runs_the_cascade_and_stops_at_flags(tmp_path, capsys, cascade
                  "--out", str(small)]) == 0
     frames, fps = read_video(small)
     assert frames.shape[:3] == (4, 8, 8) and fps == pytest.approx(2.0, rel=0.05)
+    assert main(["video", "a ball", "--model", str(folder), "--frames", "12", "--out", str(tmp_path / "d.gif")]) == 0
+    assert read_video(tmp_path / "d.gif")[0].shape[:3] == (12, 16, 16)  # extended, then doubled
     capsys.readouterr()
     assert main(["video", "a ball", "--model", str(folder), "--fps", "3", "--out", str(tmp_path / "c.gif")]) == 2
     err = capsys.readouterr().err
-    assert "4 frames at 2 fps, 8 frames at 4 fps" in err and len(err.strip().splitlines()) == 1
+    assert "draws clips at 2 or 4 fps" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c.gif").exists()

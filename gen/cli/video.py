@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
     d = pipe.defaults
     cascade = isinstance(pipe, VideoCascade)
     if cascade:  # --size, --fps and --frames pick where it stops (named when it cannot reach them)
-        spatial, temporal = pipe.plan(args.size, args.fps, args.frames)
+        spatial, temporal, _ = pipe.plan(args.size, args.fps, args.frames)
         size, (frames, fps) = pipe.sizes[spatial], pipe.rates[temporal]
+        frames = args.frames or frames
         first_size = pipe.sizes[0]
     else:
         size, frames, fps = args.size or d.size, args.frames or d.frames, args.fps or d.fps or 8.0

@@ -123,6 +123,10 @@ class VideoPipeline(Pipeline):
                                  antialias=True, align_corners=False)
             clips = flat.unflatten(0, (clips.shape[0], t)).transpose(1, 2)
         mask = mask.float().clamp(0, 1).round().to(self.device)
+        if not mask.any(1).all():
+            row = int((~mask.any(1)).nonzero()[0])
+            raise GenError(f"the frame mask marks no frame known (row {row}): mark at least one with 1, or give "
+                           f"no known_frames to draw the clip from the text alone")
         return clips.float().clamp(-1, 1).to(self.device), mask[:, None, :, None, None]
 
     def latent_shape(self, size: int, frames: int | None = None) -> tuple[int, int, int, int]:

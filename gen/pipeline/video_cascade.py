@@ -98,27 +98,30 @@ class VideoCascade:
         out = [self.image, self.video] + ([self.temporal] if self.temporal is not None else []) + self.spatial
         return list({id(s): s for s in out}.values())  # the temporal stage may be the video one
 
-    def plan(self, size: int | None = None, fps: float | None = None, frames: int | None = None) -> tuple[int, int]:
-        """(spatial stages to run, 1 if temporal SR runs else 0) for an output of `size`
-        pixels at `fps` (or `frames`); an output the cascade cannot reach names those it can."""
+    def plan(self, size: int | None = None, fps: float | None = None, frames: int | None = None
+             ) -> tuple[int, int, int]:
+        """(spatial stages to run, 1 if temporal SR runs else 0, frames the video stage draws)
+        for an output of `size` pixels at `fps` (default: the last stage's) and `frames`
+        frames (default: that rate's). More frames than the video stage draws at once are
+        added by extending its clip (`VideoPipeline.extend`) before temporal SR; fewer are
+        the first ones. A size or rate the cascade cannot reach names those it can."""
         sizes, rates = self.sizes, self.rates
         if size is not None and size not in sizes:
             raise GenError(f"--size {size}: this video cascade draws frames of {', '.join(map(str, sizes))} "
                            f"pixels (the video stage, then each spatial stage)")
-        reachable = ", ".join(f"{n} frames at {r:g} fps" for n, r in rates)
         level = len(rates) - 1
         if fps is not None:
             matches = [i for i, (_, r) in enumerate(rates) if abs(r - fps) < 1e-6]
             if not matches:
-                raise GenError(f"--fps {fps:g}: this video cascade draws {reachable}")
+                raise GenError(f"--fps {fps:g}: this video cascade draws clips at "
+                               f"{' or '.join(f'{r:g}' for _, r in rates)} fps (--frames sets their length)")
             level = matches[0]
+        if frames is not None and frames < 1:
+            raise GenError(f"--frames {frames}: a clip has at least one frame")
+        base = rates[0][0]
         if frames is not None:
-            matches = [i for i, (n, _) in enumerate(rates) if n == frames]
-            if not matches or (fps is not None and matches[0] != level):
-                raise GenError(f"--frames {frames}{f' at --fps {fps:g}' if fps is not None else ''}: this video "
-                               f"cascade draws {reachable}")
-            level = matches[0]
-        return (len(sizes) - 1 if size is None else sizes.index(size)), level
+            base = max(base, -(-frames // (2 if level else 1)))  # temporal SR doubles the frames
+        return (len(sizes) - 1 if size is None else sizes.index(size)), level, base
 
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None, sampler: str | None = None,
                  cfg: float | None = None, negative: str | None = None, size: int | None = None,
@@ -127,15 +130,17 @@ class VideoCascade:
         """Clips (B, C, T, H, W) in [-1, 1]. `steps`/`sampler`/`cfg`/`negative` are the video
         stage's (and the temporal one's); every other stage runs at its own defaults.
         `init_image` ((C, H, W) or (B, C, H, W) in [-1, 1]) is frame 0 instead of the image stage's."""
-        count, temporal = self.plan(size, fps, frames)
+        count, temporal, base = self.plan(size, fps, frames)
         video_args = dict(steps=steps, sampler=sampler, cfg=cfg, negative=negative)
         if init_image is None:
             first = self.image.generate(prompts, seeds, negative=negative)  # at its own defaults
         else:
             first = init_image
-        clip = self.video.generate(prompts, seeds, init_image=first, callback=callback, **video_args)
+        clip = self.video.generate(prompts, seeds, frames=base, init_image=first, callback=callback, **video_args)
         if temporal:
             clip = self.temporal.interpolate(prompts, clip, seeds, **video_args)
+        if frames is not None:
+            clip = clip[:, :, :frames]
         for stage in self.spatial[:count]:
             b, c, t = clip.shape[:3]
             up = stage.upscale(clip.transpose(1, 2).flatten(0, 1), [s for s in seeds for _ in range(t)])
