@@ -2,7 +2,8 @@
 
     python scripts/bench_attention.py [--batch 8] [--repeats 5] [--dtype bfloat16]
 
-For each attention of a training step of `toy-video-dit` (8 frames of 16x16 tokens,
+For each attention of a training step of the motion-module video model of
+`scripts/train_default_video.py` (8 frames of 16x16 tokens,
 width 192, 6 heads, a 32-token text context) it times forward + backward of
 torch's scaled_dot_product_attention and of `models.blocks.attention`, side by side in one
 run, and prints the median times and their ratio. The last rows compare a temporal

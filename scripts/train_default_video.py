@@ -1,4 +1,6 @@
-"""Recipe for the shipped text-to-video default (`gen video` with no --model).
+"""Recipe for toy-video-dit, the former text-to-video default (a motion module; the shipped
+default is now toy-video-cascade, from scripts/train_video_cascade.py, and toy-video-dit no
+longer ships: --ship installs it again).
 
     python scripts/train_default_video.py --out runs/default-video [--minutes 6] [--device cuda]
     python scripts/eval_toy_video.py --model runs/default-video/pipeline --json runs/eval.json

@@ -363,6 +363,7 @@ def test_gen_eval_interp_on_a_masked_model(tmp_path, capsys, masked_pipe):
     assert main(["eval", "interp", "--model", str(folder), "--n", "2", "--frames", "4", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 4 and report["given_fps"] == report["fps"] / 2
+    assert report["given_fps"] == (masked_pipe.defaults.fps or 4.0)  # given at the model's rate, output at twice it
     assert report["psnr_gain_db"] == pytest.approx(report["model"]["psnr"] - report["linear_blend"]["psnr"])
     assert main(["eval", "interp", "--model", str(folder), "--n", "2", "--frames", "5"]) == 2
     assert "even and at least 4" in capsys.readouterr().err
