@@ -4,7 +4,7 @@
 
 The older code is checked out into a temporary git worktree (nothing in this checkout
 changes) and both run as fresh processes, alternately, with the same model, sampler,
-steps, guidance, prompts and seeds: `gen eval image --model toy-image-dit --sampler ddim
+steps, guidance, prompts and seeds: `gen eval image --model gen/weights/toy-image-dit-ft --sampler ddim
 --steps 25 --cfg 3` and `gen eval video --model toy-video-masked` at its defaults. Each
 report's own generation time (`seconds_per_image`, `seconds_per_clip`) is read back; the
 script prints the median of each and the ratio, old / new. The default ref is the commit
@@ -24,8 +24,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGE = ["image", "--model", "toy-image-dit", "--sampler", "ddim", "--steps", "25", "--cfg", "3"]
-VIDEO = ["video", "--model", "toy-video-masked"]
+# models by folder, this checkout's: the older code reads the same weights (it may ship other names)
+IMAGE = ["image", "--model", str(ROOT / "gen" / "weights" / "toy-image-dit-ft"), "--sampler", "ddim", "--steps", "25",
+         "--cfg", "3"]
+VIDEO = ["video", "--model", str(ROOT / "gen" / "weights" / "toy-video-masked")]
 
 
 def run_eval(code: Path, argv: list[str], out: Path) -> float:

@@ -1,7 +1,7 @@
 """Measure a super-resolution stage the way its card reports it (issue 16's figures).
 
     python scripts/eval_sr.py --model runs/sr/pipeline --compare "diffusion stage=runs/sr-diffusion/pipeline" \
-        [--n 500] [--levels 0,0.1,0.2,0.3,0.5] [--level-n 100] [--base toy-image-dit] [--json out.json]
+        [--n 500] [--levels 0,0.1,0.2,0.3,0.5] [--level-n 100] [--base toy-image-dit-ft] [--json out.json]
 
 1. On n fresh toy renders at 128x128 (toy-world seed 999, never a training seed),
    box-downsampled to 32x32: PSNR, SSIM and edge energy (relative to the truth's) of the
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--compare", action="append", default=[], metavar="LABEL=PATH",
                         help="another stage for the main table, e.g. one trained for the same wall time (repeatable)")
     parser.add_argument("--compare-n", type=int, default=100, help="renders for each --compare stage")
-    parser.add_argument("--base", default="toy-image-dit", help="the text-to-image base whose samples it upscales")
+    parser.add_argument("--base", default="toy-image-dit-ft", help="the text-to-image base whose samples it upscales")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--levels", default="0,0.1,0.2,0.3,0.5")
     parser.add_argument("--level-n", type=int, default=100)

@@ -25,7 +25,7 @@ import argparse
 from pathlib import Path
 
 NAME = "toy-sr-4x"
-BASE, CASCADE = "toy-image-dit", "toy-cascade"  # the shipped default: the image base, then this stage
+BASE, CASCADE = "toy-image-dit-ft", "toy-cascade"  # the shipped default: the image base, then this stage
 
 RECIPE = dict(
     kind="sr", data="toy", data_n=2_000_000, size=128, crop=64, scale=4, channels=3, model="sr-unet-s",

@@ -9,7 +9,7 @@ longer ships: --ship installs it again).
     python scripts/train_default_video.py --ship runs/default-video/pipeline
 
 A motion module on the shipped image model (AnimateDiff's recipe, in DiT form): the
-video DiT is the shipped `toy-image-dit` denoiser with a temporal transformer block after
+video DiT is the shipped `toy-image-dit-ft` denoiser with a temporal transformer block after
 each spatial one (Latte's factorised attention, each reading the text tokens too), all
 temporal blocks starting at the identity. The image model and its text encoder stay
 frozen; only the temporal blocks train, on toy clips of 8 frames at 4 fps (2 s) at
@@ -24,7 +24,7 @@ import argparse
 from pathlib import Path
 
 NAME = "toy-video-dit"
-BASE = "toy-image-dit"
+BASE = "toy-image-dit-ft"
 
 RECIPE = dict(
     kind="video", data="toy-video", data_n=2_000_000, size=32, frames=8, fps=4.0, channels=3,

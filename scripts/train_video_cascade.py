@@ -48,7 +48,8 @@ def ship(pipeline: Path) -> Path:
     """Copy the trained video model into the package (float16; its text encoder stored as
     the shipped image model's, not copied) and write the cascade that uses it: the shipped
     image model draws frame 0, the video model animates it and doubles its frame rate, the
-    shipped 4x stage enlarges every frame. The cascade becomes the shipped video default."""
+    shipped 4x stage enlarges every frame. The cascade becomes the shipped video default;
+    `scripts/train_frame0.py --ship` then gives it the image stage trained on clips' first frames."""
     from gen.pipeline import Pipeline, SuperResolution, VideoCascade, VideoPipeline, install, weights
 
     install(pipeline, NAME, base=IMAGE)

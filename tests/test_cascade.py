@@ -126,10 +126,10 @@ def test_gen_eval_image_judges_the_cascade_output(parts, tmp_path, capsys):
 
 
 def test_a_cascade_can_name_shipped_stages_instead_of_copying_them(parts, tmp_path):
-    shipped = Pipeline.from_pretrained("toy-image-dit")
+    shipped = Pipeline.from_pretrained("toy-image-dit-ft")
     folder = Cascade(shipped, [parts["x4"]]).save_pretrained(tmp_path / "c", shipped=True)
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["stages"] == [{"shipped": "toy-image-dit"}, "sr-1"] and not (folder / "base").exists()
+    assert index["stages"] == [{"shipped": "toy-image-dit-ft"}, "sr-1"] and not (folder / "base").exists()
     loaded = Pipeline.from_pretrained(str(folder))
     assert loaded.sizes == [32, 128]
     assert all(torch.equal(a, b) for a, b in zip(loaded.base.denoiser.state_dict().values(),
@@ -181,8 +181,8 @@ def test_a_cascade_keeps_its_own_sampling_defaults_for_its_base(tmp_path):
     cascade = Pipeline.from_pretrained("default")
     assert isinstance(cascade, Cascade) and cascade.base_defaults == {"sampler": "dpm++2m", "steps": 12}
     assert (cascade.base.defaults.sampler, cascade.base.defaults.steps) == ("dpm++2m", 12)
-    assert Pipeline.from_pretrained("toy-image-dit").defaults.steps == 25  # the base's own folder is untouched
     cascade.set_base_defaults(steps=8)
+    assert Pipeline.from_pretrained("toy-image-dit-ft").defaults.steps == 12  # the base's own folder is untouched
     again = Cascade.from_pretrained(str(cascade.save_pretrained(tmp_path / "mine", shipped=True)))
     assert (again.base.defaults.sampler, again.base.defaults.steps) == ("dpm++2m", 8)
     with pytest.raises(GenError, match="'stepz' is not a sampling default"):

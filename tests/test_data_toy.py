@@ -42,6 +42,16 @@ def test_toy_video_items_are_channels_first_clips():
     assert torch.equal(item["video"][:, 4], torch.from_numpy(s.pixels[4].astype(np.float32) / 127.5 - 1).permute(2, 0, 1))
 
 
+def test_toy_first_frames_are_frame_0_of_the_clips_with_their_captions():
+    ds = open_dataset("toy-frame0", size=16, n=6, seed=3)
+    for i in (0, 5):
+        item, clip = ds[i], toy_clip(i, 16, frames=8, fps=4.0, seed=3)  # any length and rate: the same frame 0
+        assert item["image"].shape == (3, 16, 16) and item["text"] == clip.caption
+        want = torch.from_numpy(clip.pixels[0].astype(np.float32) / 127.5 - 1).permute(2, 0, 1)
+        assert torch.equal(item["image"], want)
+    assert len(ds) == 6 and "toy-frame0" in known_names()
+
+
 def test_collate_batches_a_dataloader():
     ds = open_dataset("toy", size=8, n=6)
     batch = next(iter(DataLoader(ds, batch_size=4, collate_fn=collate)))
@@ -50,7 +60,7 @@ def test_collate_batches_a_dataloader():
 
 
 def test_unknown_names_list_the_known_ones():
-    with pytest.raises(GenError, match="unknown dataset 'imagenet'; known: toy, toy-video, mnist"):
+    with pytest.raises(GenError, match="unknown dataset 'imagenet'; known: toy, toy-video, toy-frame0, mnist"):
         open_dataset("imagenet")
     assert {"toy", "toy-video", "mnist", "cifar10", "digits"} <= set(known_names())
 

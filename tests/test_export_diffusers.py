@@ -269,10 +269,10 @@ def test_a_cascade_is_exported_stage_by_stage(tmp_path, pixel_pipe):
 
 def test_gen_export_writes_the_shipped_pipeline(tmp_path, capsys):
     out = tmp_path / "toy"
-    assert main(["export", "toy-image-dit", "--diffusers", "--out", str(out)]) == 0
+    assert main(["export", "toy-image-dit-ft", "--diffusers", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == str(out) and any(line.startswith("  transformer: gen custom (models.dit.DiT)") for line in lines)
-    shipped = load("toy-image-dit")
+    shipped = load("toy-image-dit-ft")
     scheduler = diffusers.DDIMScheduler.from_pretrained(out, subfolder="scheduler")
     assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.timestep_spacing == "trailing"
     ours = shipped.encode_prompt(PROMPTS[:2])
@@ -289,12 +289,12 @@ def test_bad_exports_are_one_line_and_leave_nothing_behind(tmp_path, capsys, pix
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
-    cases = [(["export", "toy-image-dit", "--diffusers", "--out", str(taken)], "exists and is not empty"),
+    cases = [(["export", "toy-image-dit-ft", "--diffusers", "--out", str(taken)], "exists and is not empty"),
              (["export", "no-such-model", "--diffusers", "--out", str(tmp_path / "a")], "unknown model 'no-such"),
-             (["export", "toy-image-dit", "--out", str(tmp_path / "b")], "pass --diffusers"),
-             (["export", "toy-image-dit", "--diffusers", "--out", str(tmp_path / "c"), "--scheduler", "NoScheduler"],
+             (["export", "toy-image-dit-ft", "--out", str(tmp_path / "b")], "pass --diffusers"),
+             (["export", "toy-image-dit-ft", "--diffusers", "--out", str(tmp_path / "c"), "--scheduler", "NoScheduler"],
               "NoScheduler"),
-             (["export", "toy-image-dit", "--diffusers"], "--out")]
+             (["export", "toy-image-dit-ft", "--diffusers"], "--out")]
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()

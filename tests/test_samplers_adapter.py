@@ -111,7 +111,7 @@ def test_schedules_a_scheduler_cannot_represent_are_refused_naming_why():
 def shipped_base():
     from gen.pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained("toy-image-dit")  # the shipped text-to-image model (v, cosine, clip 1)
+    pipe = Pipeline.from_pretrained("toy-image-dit-ft")  # the shipped text-to-image model (v, cosine, clip 1)
     pipe.precision = "fp32"
     return pipe, _draw(pipe, "dpm++2m", 30)
 

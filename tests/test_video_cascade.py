@@ -94,6 +94,42 @@ def test_folder_round_trip_stores_a_reused_stage_once(tmp_path, cascade):
     torch.testing.assert_close(loaded.generate(["a cat"], [1]), cascade.generate(["a cat"], [1]), atol=1e-5, rtol=0)
 
 
+def test_stage_defaults_run_the_image_and_temporal_stages_and_round_trip(tmp_path, capsys, cascade):
+    import copy
+
+    own = copy.copy(cascade)  # the fixture's stages, its own stage_defaults
+    own.stage_defaults = {}
+    own.set_stage_defaults("image", cfg=1.0, steps=3)
+    own.set_stage_defaults("temporal", cfg=1.0)
+    prompts = ["a ball rolling left"]
+    first = own.generate(prompts, [0], size=8, fps=2.0)[:, :, 0]
+    torch.testing.assert_close(first, cascade.image.generate(prompts, [0], cfg=1.0, steps=3), atol=1e-5, rtol=0)
+    assert not torch.allclose(first, cascade.image.generate(prompts, [0]))
+    base = own.generate(prompts, [0], size=8, fps=2.0)
+    doubled = own.generate(prompts, [0], size=8)
+    torch.testing.assert_close(doubled, cascade.video.interpolate(prompts, base, [0], cfg=1.0), atol=1e-5, rtol=0)
+    # a cfg given to generate is the video stage's and the temporal one's: it beats the cascade's
+    given = own.generate(prompts, [0], size=8, cfg=2.0)
+    torch.testing.assert_close(given, cascade.video.interpolate(
+        prompts, own.generate(prompts, [0], size=8, fps=2.0, cfg=2.0), [0], cfg=2.0), atol=1e-5, rtol=0)
+    folder = own.save_pretrained(tmp_path / "vc")
+    loaded = VideoPipeline.from_pretrained(str(folder))
+    assert loaded.stage_defaults == {"image": {"cfg": 1.0, "steps": 3}, "temporal": {"cfg": 1.0}}
+    torch.testing.assert_close(loaded.generate(prompts, [0], size=8), doubled, atol=1e-5, rtol=0)
+    with pytest.raises(GenError, match="'video' is not a stage that takes them; known: image, temporal"):
+        own.set_stage_defaults("video", cfg=2.0)
+    with pytest.raises(GenError, match="'size' is not a setting a stage takes here; known: sampler, steps, cfg"):
+        own.set_stage_defaults("image", size=16)
+    assert cascade.stage_defaults == {}
+    # gen eval interp on a cascade measures its temporal stage as the cascade runs it
+    import json
+
+    assert main(["eval", "interp", "--model", str(folder), "--n", "2", "--frames", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cfg"] == 1.0
+    assert main(["eval", "interp", "--model", str(folder), "--n", "2", "--frames", "4", "--cfg", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cfg"] == 2.0
+
+
 def test_gen_video_runs_the_cascade_and_stops_at_flags(tmp_path, capsys, cascade):
     folder = cascade.save_pretrained(tmp_path / "vc")
     out = tmp_path / "a.gif"

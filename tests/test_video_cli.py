@@ -3,6 +3,7 @@ conditioning, motion-module storage, video training from an image model, errors.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -152,14 +153,14 @@ def test_init_image_of_another_size_is_resized_and_said_once(tmp_path, capsys, p
 
 
 def test_a_motion_module_is_stored_as_its_difference_from_the_shipped_image_model(tmp_path):
-    base = Pipeline.from_pretrained("toy-image-dit")
+    base = Pipeline.from_pretrained("toy-image-dit-ft")
     net = models.video_from_image(base.denoiser, frames=4, temporal_mlp_ratio=1.0)
     with torch.no_grad():
         for name, p in net.named_parameters():
             if "temporal" in name:
                 p.add_(torch.randn_like(p) * 0.01)
     pipe = VideoPipeline(net, base.text_encoder, base.schedule, SamplingDefaults(size=32, steps=2, frames=4, fps=2.0))
-    path = pipe.save_pretrained(tmp_path / "motion", dtype=torch.float16, base="toy-image-dit")
+    path = pipe.save_pretrained(tmp_path / "motion", dtype=torch.float16, base="toy-image-dit-ft")
     from safetensors.torch import load_file
 
     stored = load_file(str(path / "denoiser" / "model.safetensors"))
@@ -176,10 +177,47 @@ def test_a_motion_module_is_stored_as_its_difference_from_the_shipped_image_mode
     from gen.pipeline import WEIGHTS_DIR
     from gen.pipeline.folder import base_digest
 
-    assert index["format"] == 1 and index["base_sha256"] == base_digest(WEIGHTS_DIR / "toy-image-dit")
+    assert index["format"] == 1 and index["base_sha256"] == base_digest(WEIGHTS_DIR / "toy-image-dit-ft")
     (path / "model_index.json").write_text(json.dumps({**index, "base_sha256": "0" * 64}))
     with pytest.raises(GenError, match="whose weights have changed since"):
         VideoPipeline.from_pretrained(str(path))
+
+
+def test_a_low_rank_fine_tune_is_stored_as_the_factors_of_its_difference(tmp_path):
+    base = Pipeline.from_pretrained("toy-image-dit-ft")
+    net = copy.deepcopy(base.denoiser)
+    g = torch.Generator().manual_seed(0)
+    matrices = [(k, p) for k, p in net.named_parameters() if p.dim() == 2 and min(p.shape) > 16]
+    low, full = matrices[:3], matrices[3]
+    with torch.no_grad():
+        for _, p in low:  # a rank-4 change, as a merged LoRA of rank 4 makes
+            p.add_(0.01 * torch.randn(p.shape[0], 4, generator=g) @ torch.randn(4, p.shape[1], generator=g))
+        full[1].add_(0.01 * torch.randn(full[1].shape, generator=g))  # a full-rank change: stored whole
+    pipe = Pipeline(net, base.text_encoder, base.schedule, base.defaults)
+    path = pipe.save_pretrained(tmp_path / "ft", dtype=torch.float16, base="toy-image-dit-ft", rank=4)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(path / "denoiser" / "model.safetensors"))
+    assert set(stored) == {k + s for k, _ in low for s in (".delta_up", ".delta_down")} | {full[0]}
+    assert all(stored[k + ".delta_up"].shape == (p.shape[0], 4) for k, p in low)
+    back = Pipeline.from_pretrained(str(path)).denoiser.state_dict()
+    for k, v in net.state_dict().items():  # each weight to the half precision it was stored in
+        torch.testing.assert_close(back[k], v, atol=2e-3, rtol=1e-2)
+    assert torch.equal(back[full[0]], full[1].detach().half().float())
+
+
+def test_the_shipped_frame0_model_is_a_rank_32_change_of_the_image_model():
+    from gen.pipeline import WEIGHTS_DIR
+
+    tuned, base = Pipeline.from_pretrained("toy-frame0-dit"), Pipeline.from_pretrained("toy-image-dit-ft")
+    a, b = tuned.denoiser.state_dict(), base.denoiser.state_dict()
+    changed = [k for k in a if not torch.equal(a[k], b[k])]
+    assert len(changed) == 56 and all(a[k].dim() == 2 for k in changed)
+    assert all(torch.linalg.matrix_rank((a[k] - b[k]).double(), rtol=1e-4) <= 32 for k in changed)
+    index = json.loads((WEIGHTS_DIR / "toy-frame0-dit" / "model_index.json").read_text())
+    assert index["text_encoder"] == "base" and index["base"] == "toy-image-dit-ft"
+    cascade = json.loads((WEIGHTS_DIR / "toy-video-cascade" / "model_index.json").read_text())
+    assert cascade["image"] == {"shipped": "toy-frame0-dit"} and cascade["stage_defaults"]["image"] == {"cfg": 2.0}
 
 
 @pytest.mark.parametrize("start", ["image", "cascade"])

@@ -49,9 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video: frame 0 of each clip is its caption's render (measures animation alone)")
     parser.add_argument("--prompts", metavar="FILE", help="image/video: prompts, one per line (default: fresh "
                                                             "toy-grammar captions; video: toy clip captions)")
-    parser.add_argument("--steps", type=int, default=None, help="image/video: sampling steps (default: the model's)")
-    parser.add_argument("--sampler", default=None, help="image/video: sampler (default: the model's)")
-    parser.add_argument("--cfg", type=float, default=None, help="image/video: guidance scale (default: the model's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="image/video/interp: sampling steps (default: the model's)")
+    parser.add_argument("--sampler", default=None, help="image/video/interp: sampler (default: the model's)")
+    parser.add_argument("--cfg", type=float, default=None, help="image/video/interp: guidance scale (default: the "
+                                                                     "model's; interp: a cascade's for the stage)")
     parser.add_argument("--clip", default="ViT-B-32",
                         help="image: open_clip model (name or hub-layout folder) for CLIPScore, used when its "
                              "weights are on this machine; none: skip")
@@ -122,7 +124,7 @@ def evaluate_stage(args) -> int:
 def evaluate_interp(args) -> int:
     """`gen eval interp`: temporal super-resolution alone, on fresh render clips."""
     from gen.evaluate import evaluate_interpolation
-    from gen.pipeline import WEIGHTS_DIR, VideoPipeline
+    from gen.pipeline import WEIGHTS_DIR, VideoCascade, VideoPipeline
     from gen.runtime import resolve_device
     from metrics.video_judge import VideoJudge
 
@@ -130,19 +132,27 @@ def evaluate_interp(args) -> int:
         raise GenError(f"--n must be between 1 and 100000, got {args.n}")
     device = resolve_device(args.device)
     pipe = VideoPipeline.from_pretrained(args.model, device=device)
+    settings = {}
+    if isinstance(pipe, VideoCascade):  # its temporal stage, as the cascade runs it
+        if pipe.temporal is None:
+            raise GenError(f"--model {args.model} is a video cascade with no temporal stage: nothing interpolates")
+        pipe, settings = pipe.temporal, dict(pipe.stage_defaults.get("temporal", {}))
     if not isinstance(pipe, VideoPipeline):
         raise GenError(f"--model {args.model} is a {type(pipe).__name__}; gen eval interp takes the video "
-                       f"pipeline that interpolates (a cascade's temporal stage)")
+                       f"pipeline that interpolates (a cascade's temporal stage) or a video cascade")
+    settings.update({k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("cfg", args.cfg))
+                     if v is not None})
     judge = VideoJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-video", device=device)
     frames = args.frames or 16
     # the pipeline draws clips at its fps; interpolation doubles it (4 -> 8 fps for the shipped one)
     report = evaluate_interpolation(pipe, judge, n=args.n, frames=frames, fps=2 * (pipe.defaults.fps or 4.0),
-                                    seed=_data_seed(args), batch=min(args.batch, 16), steps=args.steps)
+                                    seed=_data_seed(args), batch=min(args.batch, 16), **settings)
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"{args.model}: {report['n']} fresh toy clips of {report['frames']} frames at {report['fps']:g} fps "
-          f"(seed {report['seed']}), every other frame given; {report['seconds_per_clip']:.2f} s/clip")
+          f"(seed {report['seed']}), every other frame given; {report['sampler']} {report['steps']} steps, "
+          f"cfg {report['cfg']:g}; {report['seconds_per_clip']:.2f} s/clip")
     for name in ("model", "linear_blend"):
         r = report[name]
         print(f"  {name:<13} PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f} on the drawn frames")

@@ -6,6 +6,7 @@ Every dataset is a map-style torch Dataset whose items are dicts: images as
 world. `open_dataset` resolves a name or a folder:
 
     toy, toy-video                         the procedural toy world (gen.toyworld)
+    toy-frame0                             frame 0 of toy clips, with the clips' captions
     mnist, fashion-mnist, kmnist, cifar10,
     cifar100, svhn                         torchvision, read from --root
     digits                                 scikit-learn's bundled 8x8 digits
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from gen.errors import GenError
 
-TOY = ("toy", "toy-video")
+TOY = ("toy", "toy-video", "toy-frame0")
 OTHER = ("digits",)
 
 
@@ -68,6 +69,10 @@ def open_dataset(name, *, size: int | None = None, channels: int = 3, n: int | N
 
         return ToyVideoDataset(n=_default(n, 10_000), size=_default(size, 32), frames=_default(frames, 16),
                                fps=_default(fps, 8.0), seed=seed, channels=channels)
+    if name == "toy-frame0":
+        from gen.data.toy import ToyFirstFrameDataset
+
+        return ToyFirstFrameDataset(n=_default(n, 100_000), size=_default(size, 32), seed=seed, channels=channels)
     if name == "digits":
         from gen.data.digits import DigitsDataset
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -73,3 +75,17 @@ class ToyVideoDataset(_ToyDataset):
 
     def draw(self, i: int):
         return toy_clip(i, self.size, self.frames, self.fps, self.seed)
+
+
+class ToyFirstFrameDataset(_ToyDataset):
+    """Frame 0 of `n` toy-world clips with the clip's caption: {"image", "text", "attributes"}.
+    What the image stage of a video cascade draws: the first frame of the clip the caption
+    asks for (an object placed where its motion starts: low for "moving up", small for
+    "getting bigger"), which the video stage then animates. Frame 0 does not depend on the
+    clip's length or frame rate."""
+
+    key = "image"
+
+    def draw(self, i: int):
+        clip = toy_clip(i, self.size, frames=1, seed=self.seed)
+        return replace(clip, pixels=clip.pixels[0])

@@ -3,7 +3,7 @@ has a class for in its own format, the rest as gen custom components.
 
     from gen.pipeline import load
     from gen.pipeline.export import export_diffusers
-    report = export_diffusers(load("toy-image-dit"), "exported")
+    report = export_diffusers(load("toy-image-dit-ft"), "exported")
     report["diffusers"]     # ["text_encoder", "tokenizer", "scheduler"]: load as they are
     report["custom"]        # ["transformer"]: gen's DiT, read with models.load_pretrained
 

@@ -88,20 +88,47 @@ def _same_weights(a, b, dtype) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def _save_difference(module, base_module, folder: Path, dtype) -> None:
-    """config.json + model.safetensors holding only the tensors that differ from `base_module`'s."""
+def _save_difference(module, base_module, folder: Path, dtype, rank: int | None = None) -> None:
+    """config.json + model.safetensors holding only the tensors that differ from `base_module`'s.
+    With `rank`, a matrix whose difference from the base's has at most that rank (a LoRA
+    fine-tune's, merged) is stored as the two factors of that difference, NAME.delta_up
+    (out, r) and NAME.delta_down (r, in), found by SVD; any other changed tensor is stored whole."""
     from safetensors.torch import save_file
 
     from models.base import CONFIG_NAME, WEIGHTS_NAME, _atomic_write, config_to_dict
 
     base = _floats(base_module, dtype)
-    own = {k: v.contiguous() for k, v in _floats(module, dtype).items()
-           if not (k in base and base[k].shape == v.shape and torch.equal(base[k], v))}
+    own = {}
+    exact = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
+    for k, v in _floats(module, dtype).items():
+        if k in base and base[k].shape == v.shape and torch.equal(base[k], v):
+            continue
+        factors = _low_rank(exact[k] - base[k].float(), rank) if rank and k in base and v.dim() == 2 else None
+        if factors is None:
+            own[k] = v.contiguous()
+        else:
+            own[k + DELTA_UP], own[k + DELTA_DOWN] = (f.to(v.dtype).contiguous() for f in factors)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"_class": type(module).__name__, **config_to_dict(module.config)}
     _atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     _atomic_write(folder / WEIGHTS_NAME,
                   lambda tmp: save_file(own, tmp, metadata={"class": type(module).__name__, "base": "yes"}))
+
+
+DELTA_UP, DELTA_DOWN = ".delta_up", ".delta_down"
+
+
+def _low_rank(delta: torch.Tensor, rank: int, tol: float = 1e-3):
+    """(up, down) with up @ down == delta (to `tol` of its norm) and inner size `rank`, or None
+    where delta has a higher rank or the factors would not be smaller than the matrix."""
+    out, inp = delta.shape
+    if rank * (out + inp) >= out * inp:
+        return None
+    u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    if s[rank:].norm() > tol * max(s.norm().item(), 1e-30):
+        return None
+    root = s[:rank].sqrt()
+    return (u[:, :rank] * root).float(), (root[:, None] * vh[:rank]).float()
 
 
 def _load_difference(folder: Path, base_module, device):
@@ -111,8 +138,18 @@ def _load_difference(folder: Path, base_module, device):
 
     config = models.read_config(folder)
     module = models.base.MODEL_CLASSES[config.pop("_class")].from_config(config)
-    state = {k: v for k, v in base_module.state_dict().items() if k in module.state_dict()}
-    state.update(load_file(str(folder / "model.safetensors")))
+    base = base_module.state_dict()
+    state = {k: v for k, v in base.items() if k in module.state_dict()}
+    own = load_file(str(folder / "model.safetensors"))
+    for k, v in own.items():
+        if k.endswith(DELTA_UP):  # a low-rank difference: base + up @ down
+            name = k[:-len(DELTA_UP)]
+            down = own.get(name + DELTA_DOWN)
+            if name not in base or down is None:
+                raise ValueError(f"{k} has no {name + DELTA_DOWN} or no base tensor {name}")
+            state[name] = (base[name].float() + v.float() @ down.float()).to(base[name].dtype)
+        elif not k.endswith(DELTA_DOWN):
+            state[k] = v
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})")

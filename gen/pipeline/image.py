@@ -75,7 +75,7 @@ class Pipeline:
     # --- files ------------------------------------------------------------------------
 
     def save_pretrained(self, path, overwrite: bool = False, dtype: torch.dtype | None = None,
-                        base: str | None = None) -> Path:
+                        base: str | None = None, rank: int | None = None) -> Path:
         """Write the folder; a new one is assembled beside and swapped in whole. `dtype`
         stores the weights at that precision (torch.float16 halves a shipped model).
 
@@ -83,7 +83,9 @@ class Pipeline:
         text encoder equal to the base's is not written, and the denoiser keeps only the
         tensors that are not bit-equal to the base denoiser's same-named ones (a video
         model trained on a frozen image model stores its temporal layers: a motion module,
-        as in AnimateDiff). Loading reads the base first.
+        as in AnimateDiff). Loading reads the base first. `rank` (with `base`): a denoiser matrix
+        whose difference from the base's has at most that rank (a merged LoRA fine-tune) is
+        stored as that difference's two factors.
         """
         from dataclasses import asdict
 
@@ -102,7 +104,7 @@ class Pipeline:
                 self.denoiser.save_pretrained(tmp / "denoiser", dtype=dtype)
             else:
                 index["base"], index["base_sha256"] = base, base_digest(shipped_models()[base])
-                _save_difference(self.denoiser, base_pipe.denoiser, tmp / "denoiser", dtype)
+                _save_difference(self.denoiser, base_pipe.denoiser, tmp / "denoiser", dtype, rank)
             if self.text_encoder is not None:
                 if base_pipe is not None and _same_weights(self.text_encoder, base_pipe.text_encoder, dtype):
                     index["text_encoder"] = "base"

@@ -7,7 +7,8 @@ spatial super-resolution, each stage its own pipeline.
     base = pipe.generate(["a ball rolling left"], [0], fps=4, size=32)   # stop earlier
 
 1. Frame 0 comes from a text-to-image pipeline (or cascade), which gets objects and
-   colours right (Emu Video's factorisation, Girdhar et al. 2023), or from `init_image`.
+   colours right (Emu Video's factorisation, Girdhar et al. 2023), or from `init_image`;
+   best one that draws the first frames of clips (the shipped `toy-frame0-dit`).
 2. A masked-frame video model animates it: frame 0 known, the clip's other frames drawn
    (`VideoPipeline.generate(init_image=...)`), at the base size and frame rate.
 3. Temporal super-resolution doubles the frame rate (`VideoPipeline.interpolate`: the
@@ -17,8 +18,10 @@ spatial super-resolution, each stage its own pipeline.
 
 Clip i draws every stage's noise from seed i. A folder holds `model_index.json`
 ({"_class": "VideoCascade", "kind": "video", "format": 1, "image": ENTRY, "video": ENTRY,
-"temporal": ENTRY | "video" | null, "spatial": [ENTRY, ...]}; an ENTRY is a subfolder or
-{"shipped": NAME}; "temporal": "video" reuses the video stage) and a folder per stage.
+"temporal": ENTRY | "video" | null, "spatial": [ENTRY, ...], "stage_defaults": {ROLE:
+{SETTING: VALUE}}}; an ENTRY is a subfolder or {"shipped": NAME}; "temporal": "video" reuses
+the video stage; "stage_defaults", optional, holds the cascade's own sampler, steps or cfg
+for its image or temporal stage, which a stage's folder does not) and a folder per stage.
 """
 
 from __future__ import annotations
@@ -53,6 +56,20 @@ class VideoCascade:
             if not isinstance(stage, SuperResolution):
                 raise GenError(f"spatial stage {k + 1} is a {type(stage).__name__}, not a super-resolution stage")
         self.image, self.video, self.temporal, self.spatial, self.name = image, video, temporal, list(spatial), name
+        self.stage_defaults: dict[str, dict] = {}  # role -> sampling settings the cascade runs that stage with
+
+    def set_stage_defaults(self, role: str, **settings) -> None:
+        """Run the `image` or `temporal` stage with these sampling settings (sampler, steps,
+        cfg) in this cascade, the stage's own folder untouched; saved in model_index.json.
+        The temporal stage's give way to settings passed to `generate` (which are the video
+        stage's and the temporal one's)."""
+        if role not in STAGE_ROLES:
+            raise GenError(f"stage_defaults: {role!r} is not a stage that takes them; known: {', '.join(STAGE_ROLES)}")
+        unknown = sorted(set(settings) - set(STAGE_SETTINGS))
+        if unknown:
+            raise GenError(f"stage_defaults: {unknown[0]!r} is not a setting a stage takes here; "
+                           f"known: {', '.join(STAGE_SETTINGS)}")
+        self.stage_defaults[role] = {**self.stage_defaults.get(role, {}), **settings}
 
     # --- what it draws ------------------------------------------------------------------
 
@@ -132,13 +149,14 @@ class VideoCascade:
         `init_image` ((C, H, W) or (B, C, H, W) in [-1, 1]) is frame 0 instead of the image stage's."""
         count, temporal, base = self.plan(size, fps, frames)
         video_args = dict(steps=steps, sampler=sampler, cfg=cfg, negative=negative)
-        if init_image is None:
-            first = self.image.generate(prompts, seeds, negative=negative)  # at its own defaults
+        if init_image is None:  # at its own defaults, or the cascade's for it
+            first = self.image.generate(prompts, seeds, negative=negative, **self.stage_defaults.get("image", {}))
         else:
             first = init_image
         clip = self.video.generate(prompts, seeds, frames=base, init_image=first, callback=callback, **video_args)
         if temporal:
-            clip = self.temporal.interpolate(prompts, clip, seeds, **video_args)
+            own = {k: v for k, v in self.stage_defaults.get("temporal", {}).items() if video_args[k] is None}
+            clip = self.temporal.interpolate(prompts, clip, seeds, **{**video_args, **own})
         if frames is not None:
             clip = clip[:, :, :frames]
         for stage in self.spatial[:count]:
@@ -172,6 +190,8 @@ class VideoCascade:
                      "temporal": None if self.temporal is None else "video" if self.temporal is self.video
                      else entry(tmp, "temporal", self.temporal),
                      "spatial": [entry(tmp, f"sr-{k + 1}", s) for k, s in enumerate(self.spatial)]}
+            if self.stage_defaults:
+                index["stage_defaults"] = self.stage_defaults
             (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
         return write_folder(path, overwrite, fill)
@@ -206,9 +226,20 @@ class VideoCascade:
         temporal = index.get("temporal")
         temporal = None if temporal is None else video if temporal == "video" else \
             stage("temporal", temporal, VideoPipeline)
-        return cls(stage("image", index.get("image"), None), video, temporal,
-                   [stage(f"spatial {k + 1}", s, SuperResolution) for k, s in enumerate(spatial)],
-                   name=name or str(path))
+        cascade = cls(stage("image", index.get("image"), None), video, temporal,
+                      [stage(f"spatial {k + 1}", s, SuperResolution) for k, s in enumerate(spatial)],
+                      name=name or str(path))
+        own = index.get("stage_defaults", {})
+        if not isinstance(own, dict) or not all(isinstance(v, dict) for v in own.values()):
+            raise GenError(f"{path / INDEX}: 'stage_defaults' must map a stage (image, temporal) to its sampling "
+                           f"settings, got {own!r}")
+        for role, settings in own.items():
+            cascade.set_stage_defaults(role, **settings)
+        return cascade
+
+
+STAGE_ROLES = ("image", "temporal")  # the stages a video cascade can give its own sampling settings
+STAGE_SETTINGS = ("sampler", "steps", "cfg")
 
 
 __all__ = ["VideoCascade"]
