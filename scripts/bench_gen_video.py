@@ -36,12 +36,12 @@ def lap(key):
 
 
 if isinstance(pipe, VideoCascade):  # what VideoCascade.generate does, stage by stage
-    first = pipe.image.generate([prompt], [0], **pipe.stage_defaults.get("image", {}))
+    first = pipe.image.generate([prompt], [0], **pipe.stage_settings("image"))
     lap("frame 0 (image)")
     clip = pipe.video.generate([prompt], [0], init_image=first)
     lap("animate (video)")
     if pipe.temporal is not None:
-        clip = pipe.temporal.interpolate([prompt], clip, [0], **pipe.stage_defaults.get("temporal", {}))
+        clip = pipe.temporal.interpolate([prompt], clip, [0], **pipe.stage_settings("temporal"))
         lap("temporal SR")
     for stage in pipe.spatial:
         b, c, n = clip.shape[:3]

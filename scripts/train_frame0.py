@@ -40,27 +40,21 @@ RECIPE = dict(
 
 def ship(adapter: Path) -> Path:
     """Merge the adapters into the shipped image model, store it as its low-rank difference
-    from that model (float16) with the card beside it, and make the shipped video cascade
-    draw frame 0 with it."""
-    import json
-    import shutil
-
+    from that model (float16), and make the shipped video cascade draw frame 0 with it (the
+    card, README.md beside it, is written from the measurements)."""
     import torch
 
-    from gen.pipeline import Pipeline, weights
+    from gen.pipeline import Pipeline, VideoCascade, weights
     from gen.pipeline.lora import load_lora
 
     pipe = load_lora(Pipeline.from_pretrained(BASE), adapter, merge=True)
     target = pipe.save_pretrained(weights.WEIGHTS_DIR / NAME, overwrite=True, dtype=torch.float16, base=BASE,
                                   rank=RANK)
-    card = adapter / "README.md"
-    if card.is_file():
-        shutil.copy(card, target / "README.md")
-    index_file = weights.WEIGHTS_DIR / CASCADE / "model_index.json"
-    index = json.loads(index_file.read_text())
-    index["image"] = {"shipped": NAME}
-    index["stage_defaults"] = STAGE_DEFAULTS
-    index_file.write_text(json.dumps(index, indent=2) + "\n")
+    cascade = VideoCascade.from_pretrained(CASCADE)
+    cascade.image = Pipeline.from_pretrained(NAME)
+    for role, settings in STAGE_DEFAULTS.items():
+        cascade.set_stage_defaults(role, **settings)
+    cascade.save_pretrained(weights.WEIGHTS_DIR / CASCADE, overwrite=True, shipped=True)
     return target
 
 

@@ -132,16 +132,14 @@ def evaluate_interp(args) -> int:
         raise GenError(f"--n must be between 1 and 100000, got {args.n}")
     device = resolve_device(args.device)
     pipe = VideoPipeline.from_pretrained(args.model, device=device)
-    settings = {}
+    settings = {k: v for k, v in dict(steps=args.steps, sampler=args.sampler, cfg=args.cfg).items() if v is not None}
     if isinstance(pipe, VideoCascade):  # its temporal stage, as the cascade runs it
         if pipe.temporal is None:
             raise GenError(f"--model {args.model} is a video cascade with no temporal stage: nothing interpolates")
-        pipe, settings = pipe.temporal, dict(pipe.stage_defaults.get("temporal", {}))
+        pipe, settings = pipe.temporal, pipe.stage_settings("temporal", **settings)
     if not isinstance(pipe, VideoPipeline):
         raise GenError(f"--model {args.model} is a {type(pipe).__name__}; gen eval interp takes the video "
                        f"pipeline that interpolates (a cascade's temporal stage) or a video cascade")
-    settings.update({k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("cfg", args.cfg))
-                     if v is not None})
     judge = VideoJudge.from_pretrained(WEIGHTS_DIR / "toy-judge-video", device=device)
     frames = args.frames or 16
     # the pipeline draws clips at its fps; interpolation doubles it (4 -> 8 fps for the shipped one)

@@ -99,11 +99,12 @@ def _save_difference(module, base_module, folder: Path, dtype, rank: int | None 
 
     base = _floats(base_module, dtype)
     own = {}
-    exact = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
+    exact = module.state_dict()  # the change is factored at full precision, then stored at `dtype`
     for k, v in _floats(module, dtype).items():
         if k in base and base[k].shape == v.shape and torch.equal(base[k], v):
             continue
-        factors = _low_rank(exact[k] - base[k].float(), rank) if rank and k in base and v.dim() == 2 else None
+        factors = _low_rank(exact[k].detach().float().cpu() - base[k].float(), rank) \
+            if rank and k in base and v.dim() == 2 else None
         if factors is None:
             own[k] = v.contiguous()
         else:

@@ -71,6 +71,11 @@ class VideoCascade:
                            f"known: {', '.join(STAGE_SETTINGS)}")
         self.stage_defaults[role] = {**self.stage_defaults.get(role, {}), **settings}
 
+    def stage_settings(self, role: str, **given) -> dict:
+        """The sampling settings the cascade runs stage `role` with: its stage_defaults, then
+        those of `given` that are not None."""
+        return {**self.stage_defaults.get(role, {}), **{k: v for k, v in given.items() if v is not None}}
+
     # --- what it draws ------------------------------------------------------------------
 
     @property
@@ -150,13 +155,12 @@ class VideoCascade:
         count, temporal, base = self.plan(size, fps, frames)
         video_args = dict(steps=steps, sampler=sampler, cfg=cfg, negative=negative)
         if init_image is None:  # at its own defaults, or the cascade's for it
-            first = self.image.generate(prompts, seeds, negative=negative, **self.stage_defaults.get("image", {}))
+            first = self.image.generate(prompts, seeds, negative=negative, **self.stage_settings("image"))
         else:
             first = init_image
         clip = self.video.generate(prompts, seeds, frames=base, init_image=first, callback=callback, **video_args)
         if temporal:
-            own = {k: v for k, v in self.stage_defaults.get("temporal", {}).items() if video_args[k] is None}
-            clip = self.temporal.interpolate(prompts, clip, seeds, **{**video_args, **own})
+            clip = self.temporal.interpolate(prompts, clip, seeds, **self.stage_settings("temporal", **video_args))
         if frames is not None:
             clip = clip[:, :, :frames]
         for stage in self.spatial[:count]:
