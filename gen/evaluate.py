@@ -302,9 +302,10 @@ def reconstruction_scores(images: torch.Tensor, truth: torch.Tensor) -> dict:
 
 def evaluate_interpolation(pipe, judge, n: int = 200, frames: int = 16, fps: float = 8.0, seed: int = EVAL_SEED,
                            batch: int = 16, steps: int | None = None, sampler: str | None = None,
-                           cfg: float | None = None, progress=None) -> dict:
+                           cfg: float | None = None, inbetween: str = "model", progress=None) -> dict:
     """Temporal super-resolution alone on n fresh toy renders of `frames` frames at `fps`:
-    the even frames (half the rate) go to `pipe.interpolate`, and the frames it draws between
+    the even frames (half the rate) go to `pipe.interpolate` (`inbetween`: how it makes the
+    frames between given ones, see VideoPipeline.interpolate), and the frames it draws between
     them are compared with the true renders (PSNR, SSIM) beside the linear blend of their
     neighbours (the last frame, which has no later one, beside holding the one before);
     the judge reads motion at both rates."""
@@ -318,7 +319,7 @@ def evaluate_interpolation(pipe, judge, n: int = 200, frames: int = 16, fps: flo
     start, outs = time.perf_counter(), []
     for i in range(0, n, batch):
         outs.append(pipe.interpolate(prompts[i:i + batch], low[i:i + batch], list(range(i, min(i + batch, n))),
-                                     steps=steps, sampler=sampler, cfg=cfg).float().cpu())
+                                     steps=steps, sampler=sampler, cfg=cfg, inbetween=inbetween).float().cpu())
         if progress is not None:
             progress(min(i + batch, n))
     seconds = time.perf_counter() - start
@@ -338,7 +339,8 @@ def evaluate_interpolation(pipe, judge, n: int = 200, frames: int = 16, fps: flo
               for name, x in (("interpolated", out), ("given", low), ("renders", truth))}
     return {"n": n, "frames": frames, "fps": fps, "given_fps": fps / 2, "seed": seed,
             "steps": steps or pipe.defaults.steps, "sampler": sampler or pipe.defaults.sampler,
-            "cfg": pipe.defaults.cfg if cfg is None else cfg, "model": model, "linear_blend": linear,
+            "cfg": pipe.defaults.cfg if cfg is None else cfg, "inbetween": inbetween, "model": model,
+            "linear_blend": linear,
             "psnr_gain_db": model["psnr"] - linear["psnr"], "judge": scores, "seconds_per_clip": seconds / n}
 
 

@@ -227,6 +227,38 @@ def test_interpolate_doubles_the_frames_keeping_the_given_ones(masked_pipe):
     torch.testing.assert_close(out[:, :, 0::2], clips, atol=1e-5, rtol=0)
 
 
+def test_motion_inbetweens_are_motion_compensated_and_the_model_draws_the_last(masked_pipe):
+    from gen.pipeline.motion import bilateral_midframes
+
+    clips = torch.rand((2, 3, 4, 8, 8), generator=torch.Generator().manual_seed(6)) * 2 - 1
+    calls = []
+    generate = masked_pipe.generate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return generate(*args, **kwargs)
+
+    masked_pipe.generate = spy
+    try:
+        out = masked_pipe.interpolate(["a cat", "a dog"], clips, [0, 1], inbetween="motion", cfg=1.0)
+    finally:
+        del masked_pipe.generate
+    assert out.shape == (2, 3, 8, 8, 8)
+    torch.testing.assert_close(out[:, :, 0::2], clips, atol=1e-5, rtol=0)
+    mid = bilateral_midframes(clips[:, :, :-1].transpose(1, 2), clips[:, :, 1:].transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(out[:, :, 1:-1:2], mid, atol=0, rtol=0)
+    # one call: the model's 4 frames at the end, all but the last known (the extend mask), the rest as given
+    assert len(calls) == 1 and calls[0]["frames"] == 4 and calls[0]["cfg"] == 1.0
+    known, mask = calls[0]["known_frames"]
+    assert mask.tolist() == [1, 1, 1, 0]
+    torch.testing.assert_close(known[:, :, :3], out[:, :, 4:7], atol=0, rtol=0)
+    expected = generate(["a cat", "a dog"], [0, 1], size=8, frames=4, known_frames=(out[:, :, 4:], mask), cfg=1.0)
+    torch.testing.assert_close(out[:, :, -1], expected[:, :, -1], atol=1e-5, rtol=0)
+    assert not torch.allclose(out[:, :, -1], out[:, :, -2], atol=1e-2)
+    with pytest.raises(GenError, match="inbetween must be one of model, motion, got 'flow'"):
+        masked_pipe.interpolate(["a cat"], clips[:1], [0], inbetween="flow")
+
+
 def test_known_frames_bad_input(masked_pipe):
     clips = torch.zeros((1, 3, 4, 8, 8))
     with pytest.raises(GenError, match=r"the known clips must be \(1 or 1, 3, 4, H, W\)"):

@@ -118,8 +118,13 @@ def test_stage_defaults_run_the_image_and_temporal_stages_and_round_trip(tmp_pat
     torch.testing.assert_close(loaded.generate(prompts, [0], size=8), doubled, atol=1e-5, rtol=0)
     with pytest.raises(GenError, match="'video' is not a stage that takes them; known: image, temporal"):
         own.set_stage_defaults("video", cfg=2.0)
-    with pytest.raises(GenError, match="'size' is not a setting a stage takes here; known: sampler, steps, cfg"):
+    with pytest.raises(GenError, match="'size' is not a setting the image stage takes here; known: sampler, "
+                                       "steps, cfg$"):
         own.set_stage_defaults("image", size=16)
+    with pytest.raises(GenError, match="'inbetween' is not a setting the image stage takes here"):
+        own.set_stage_defaults("image", inbetween="motion")
+    with pytest.raises(GenError, match="inbetween must be one of model, motion, got 'flow'"):
+        own.set_stage_defaults("temporal", inbetween="flow")
     assert cascade.stage_defaults == {}
     # gen eval interp on a cascade measures its temporal stage as the cascade runs it
     import json
@@ -128,6 +133,18 @@ def test_stage_defaults_run_the_image_and_temporal_stages_and_round_trip(tmp_pat
     assert json.loads(capsys.readouterr().out)["cfg"] == 1.0
     assert main(["eval", "interp", "--model", str(folder), "--n", "2", "--frames", "4", "--cfg", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cfg"] == 2.0
+    # motion-compensated in-betweens: the cascade runs its temporal stage so, and gen eval interp measures that
+    own.set_stage_defaults("temporal", inbetween="motion")
+    torch.testing.assert_close(own.generate(prompts, [0], size=8), cascade.video.interpolate(
+        prompts, base, [0], cfg=1.0, inbetween="motion"), atol=1e-5, rtol=0)
+    folder = own.save_pretrained(tmp_path / "vc-motion")
+    assert main(["eval", "interp", "--model", str(folder), "--n", "2", "--frames", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inbetween"] == "motion"
+    assert main(["eval", "interp", "--model", str(folder), "--n", "2", "--frames", "4", "--inbetween", "model",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inbetween"] == "model"
+    assert main(["eval", "video", "--model", str(folder), "--n", "2", "--inbetween", "motion"]) == 2
+    assert "--inbetween motion sets how gen eval interp makes its new frames" in capsys.readouterr().err
 
 
 def test_gen_video_runs_the_cascade_and_stops_at_flags(tmp_path, capsys, cascade):

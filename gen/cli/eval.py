@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "(default: eval-<target>-<model>, here)")
     parser.add_argument("--sr-noise", type=types.number(0, 1), default=None,
                         help="sr: augmentation level of the stage's input, 0-1 (default: the stage's)")
+    parser.add_argument("--inbetween", choices=("model", "motion"), default=None,
+                        help="interp: the frames between given ones drawn by the model, or motion-compensated "
+                             "(the model draws the last); default: a cascade's for its temporal stage, else model")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (infinite PSNR, from exact reconstructions, is null)")
     parser.add_argument("--download", action="store_true",
@@ -73,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"gen: error: `{what}` is not built yet in gen 0.1.0; built: "
               + ", ".join(f"gen eval {t}" for t in TARGETS), file=sys.stderr)
         return 2
+    if args.inbetween is not None and args.target != "interp":
+        raise GenError(f"--inbetween {args.inbetween} sets how gen eval interp makes its new frames; "
+                       f"gen eval {args.target} takes none")
     if args.target in ("image", "video"):
         return evaluate_model(args)
     if args.target == "sr":
@@ -132,7 +138,8 @@ def evaluate_interp(args) -> int:
         raise GenError(f"--n must be between 1 and 100000, got {args.n}")
     device = resolve_device(args.device)
     pipe = VideoPipeline.from_pretrained(args.model, device=device)
-    settings = {k: v for k, v in dict(steps=args.steps, sampler=args.sampler, cfg=args.cfg).items() if v is not None}
+    settings = {k: v for k, v in dict(steps=args.steps, sampler=args.sampler, cfg=args.cfg,
+                                      inbetween=args.inbetween).items() if v is not None}
     if isinstance(pipe, VideoCascade):  # its temporal stage, as the cascade runs it
         if pipe.temporal is None:
             raise GenError(f"--model {args.model} is a video cascade with no temporal stage: nothing interpolates")
@@ -150,7 +157,7 @@ def evaluate_interp(args) -> int:
         return 0
     print(f"{args.model}: {report['n']} fresh toy clips of {report['frames']} frames at {report['fps']:g} fps "
           f"(seed {report['seed']}), every other frame given; {report['sampler']} {report['steps']} steps, "
-          f"cfg {report['cfg']:g}; {report['seconds_per_clip']:.2f} s/clip")
+          f"cfg {report['cfg']:g}, in-betweens by {report['inbetween']}; {report['seconds_per_clip']:.2f} s/clip")
     for name in ("model", "linear_blend"):
         r = report[name]
         print(f"  {name:<13} PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f} on the drawn frames")

@@ -178,19 +178,37 @@ class VideoPipeline(Pipeline):
         mask[:, :, 0] = 1
         return values, mask
 
-    def interpolate(self, prompts: list[str], clips: torch.Tensor, seeds: list[int], **kwargs) -> torch.Tensor:
+    def interpolate(self, prompts: list[str], clips: torch.Tensor, seeds: list[int], inbetween: str = "model",
+                    **kwargs) -> torch.Tensor:
         """Temporal super-resolution: clips (B, C, T, H, W) in [-1, 1] at f fps -> (B, C, 2T, H, W)
-        at 2f, the given frames at the even positions, the odd ones drawn between them (the
-        last one after the last given frame). Best with a masked-frame model trained on the
-        `interpolate` mask. Past the frames the model was trained on it runs in windows of
-        that many frames, each starting on the last given frame of the one before (which
-        ends on a frame drawn after its last given one, redrawn between two given ones by the
-        next); window w draws from window_seeds(seeds, w)."""
+        at 2f, the given frames at the even positions, the odd ones new (the last one after the
+        last given frame). `inbetween` "model": the model draws every new frame (best with a
+        masked-frame model trained on the `interpolate` mask); past the frames it was trained on
+        it runs in windows of that many frames, each starting on the last given frame of the
+        one before (which ends on a frame drawn after its last given one, redrawn between two
+        given ones by the next); window w draws from window_seeds(seeds, w). "motion": each
+        frame between two given ones is their motion-compensated middle
+        (`motion.bilateral_midframes`), and the model draws only the last one, from the frames
+        before it (the `extend` mask)."""
+        if inbetween not in INBETWEENS:
+            raise GenError(f"inbetween must be one of {', '.join(INBETWEENS)}, got {inbetween!r}")
         t = clips.shape[2]
         dense = torch.zeros((*clips.shape[:2], 2 * t, *clips.shape[3:]), dtype=clips.dtype, device=clips.device)
         dense[:, :, 0::2] = clips
-        window = self.window - self.window % 2
         n = 2 * t
+        if inbetween == "motion":
+            from gen.pipeline.motion import bilateral_midframes
+
+            if t > 1:
+                dense[:, :, 1:-1:2] = bilateral_midframes(clips[:, :, :-1].transpose(1, 2),
+                                                          clips[:, :, 1:].transpose(1, 2)).transpose(1, 2)
+            window = max(2, min(self.window, n))
+            last = self.generate(prompts, seeds, size=clips.shape[-1], frames=window,
+                                 known_frames=(dense[:, :, n - window:], frame_mask("extend", window, window - 1)),
+                                 **kwargs)
+            dense[:, :, -1] = last[:, :, -1].to(dense.dtype)
+            return dense
+        window = self.window - self.window % 2
         if n <= window or window < 4:
             return self.generate(prompts, seeds, size=clips.shape[-1], frames=n,
                                  known_frames=(dense, frame_mask("interpolate", n)), **kwargs)
@@ -219,6 +237,7 @@ class VideoPipeline(Pipeline):
 
 
 FRAME_MASKS = ("animate", "interpolate", "extend", "none")
+INBETWEENS = ("model", "motion")  # how VideoPipeline.interpolate makes the frames between given ones
 
 
 def window_seeds(seeds: list[int], window: int) -> list[int]:

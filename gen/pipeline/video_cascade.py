@@ -21,7 +21,9 @@ Clip i draws every stage's noise from seed i. A folder holds `model_index.json`
 "temporal": ENTRY | "video" | null, "spatial": [ENTRY, ...], "stage_defaults": {ROLE:
 {SETTING: VALUE}}}; an ENTRY is a subfolder or {"shipped": NAME}; "temporal": "video" reuses
 the video stage; "stage_defaults", optional, holds the cascade's own sampler, steps or cfg
-for its image or temporal stage, which a stage's folder does not) and a folder per stage.
+for its image or temporal stage, and how the temporal stage makes the frames between given ones
+(inbetween: "model" or "motion", VideoPipeline.interpolate), which a stage's folder does not) and a
+folder per stage.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 from gen.errors import GenError
 from gen.pipeline.folder import FORMAT, INDEX, write_folder
 from gen.pipeline.superres import SuperResolution
-from gen.pipeline.video import VideoPipeline
+from gen.pipeline.video import INBETWEENS, VideoPipeline
 
 
 class VideoCascade:
@@ -65,10 +67,13 @@ class VideoCascade:
         stage's and the temporal one's)."""
         if role not in STAGE_ROLES:
             raise GenError(f"stage_defaults: {role!r} is not a stage that takes them; known: {', '.join(STAGE_ROLES)}")
-        unknown = sorted(set(settings) - set(STAGE_SETTINGS))
+        unknown = sorted(set(settings) - set(STAGE_SETTINGS[role]))
         if unknown:
-            raise GenError(f"stage_defaults: {unknown[0]!r} is not a setting a stage takes here; "
-                           f"known: {', '.join(STAGE_SETTINGS)}")
+            raise GenError(f"stage_defaults: {unknown[0]!r} is not a setting the {role} stage takes here; "
+                           f"known: {', '.join(STAGE_SETTINGS[role])}")
+        if settings.get("inbetween", "model") not in INBETWEENS:
+            raise GenError(f"stage_defaults: the temporal stage's inbetween must be one of {', '.join(INBETWEENS)}, "
+                           f"got {settings['inbetween']!r}")
         self.stage_defaults[role] = {**self.stage_defaults.get(role, {}), **settings}
 
     def stage_settings(self, role: str, **given) -> dict:
@@ -242,8 +247,10 @@ class VideoCascade:
         return cascade
 
 
-STAGE_ROLES = ("image", "temporal")  # the stages a video cascade can give its own sampling settings
-STAGE_SETTINGS = ("sampler", "steps", "cfg")
+# the stages a video cascade can give its own sampling settings, and those settings (the temporal
+# stage's inbetween: how it makes the frames between given ones, VideoPipeline.interpolate)
+STAGE_SETTINGS = {"image": ("sampler", "steps", "cfg"), "temporal": ("sampler", "steps", "cfg", "inbetween")}
+STAGE_ROLES = tuple(STAGE_SETTINGS)
 
 
 __all__ = ["VideoCascade"]
