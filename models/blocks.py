@@ -83,6 +83,7 @@ class Attention(nn.Module):
 
 SHORT_KEYS = 64  # CPU: up to this many keys, plain softmax(q k^T) v beats the fused kernel
 PLAIN_BLOCK = 2 ** 20  # CPU bf16 inference: score elements a block of plain ops holds (2 MB, about the L2 caches)
+PLAIN_BLOCK_TRAIN = 2 ** 22  # ... with gradients: fewer, larger blocks (the backward's overhead is per block)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,14 +91,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
     scaled_dot_product_attention, except on the CPU for short key sequences (a temporal
     block's frames, a text context), where the fused kernel's backward is several times
-    slower than the three plain ops, and for bf16 inference (no gradient) at any length,
-    where the plain ops in blocks of queries whose scores fit the cache are 1.7-3.3x faster
-    than the fused kernel (scripts/bench_attention.py --inference).
+    slower than the three plain ops, and in bf16 at any length, where the plain ops in
+    blocks of sequences whose scores fit the caches are faster than the fused kernel:
+    1.7-3.3x in inference, about 2x forward + backward (scripts/bench_attention.py).
     """
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    if cpu_bf16_inference(q, k, v):
-        return _plain_blocks(q, k, v, mask)
+    if all(t.dtype == torch.bfloat16 for t in (q, k, v)):
+        return _plain_blocks(q, k, v, mask, PLAIN_BLOCK if cpu_bf16_inference(q, k, v) else PLAIN_BLOCK_TRAIN)
     if k.shape[-2] > SHORT_KEYS:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return _plain(q, k, v, mask)
@@ -117,34 +118,40 @@ def _plain(q, k, v, mask):
     return scores.softmax(dim=-1) @ v
 
 
-def _plain_blocks(q, k, v, mask):
-    """`_plain` over blocks of (sequence, query) rows, each block's scores at most PLAIN_BLOCK elements."""
+def _plain_blocks(q, k, v, mask, block: int):
+    """`_plain` over blocks of (sequence, query) rows, each block's scores at most `block` elements.
+    With gradients the blocks are joined by torch.cat (autograd through slice writes is slower)."""
     lq, lk = q.shape[-2], k.shape[-2]
     lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-    if lead.numel() * lq * lk <= PLAIN_BLOCK:
+    if lead.numel() * lq * lk <= block:
         return _plain(q, k, v, mask)
     q3, k3, v3 = (t.expand(*lead, *t.shape[-2:]).reshape(-1, *t.shape[-2:]) for t in (q, k, v))
     m3 = None if mask is None else mask.expand(*lead, lq, lk).reshape(-1, lq, lk)
-    out = q3.new_empty(q3.shape[0], lq, v3.shape[-1])
-    seqs = max(1, PLAIN_BLOCK // (lq * lk))  # whole sequences a block, or else query rows of one
-    rows = lq if seqs > 1 else max(1, PLAIN_BLOCK // lk)
-    for i in range(0, q3.shape[0], seqs):
-        for j in range(0, lq, rows):
-            out[i:i + seqs, j:j + rows] = _plain(q3[i:i + seqs, j:j + rows], k3[i:i + seqs], v3[i:i + seqs],
-                                                 None if m3 is None else m3[i:i + seqs, j:j + rows])
+    seqs = max(1, block // (lq * lk))  # whole sequences a block, or else query rows of one
+    rows = lq if seqs > 1 else max(1, block // lk)
+    parts = [[_plain(q3[i:i + seqs, j:j + rows], k3[i:i + seqs], v3[i:i + seqs],
+                     None if m3 is None else m3[i:i + seqs, j:j + rows]) for j in range(0, lq, rows)]
+             for i in range(0, q3.shape[0], seqs)]
+    if torch.is_grad_enabled():
+        out = torch.cat([torch.cat(row, dim=1) for row in parts])
+    else:
+        out = q3.new_empty(q3.shape[0], lq, v3.shape[-1])
+        for i, row in zip(range(0, q3.shape[0], seqs), parts):
+            for j, part in zip(range(0, lq, rows), row):
+                out[i:i + seqs, j:j + rows] = part
     return out.reshape(*lead, lq, v3.shape[-1])
 
 
 class TanhGELU(nn.GELU):
-    """GELU, tanh approximation (DiT's MLP). For bf16 inference on the CPU it is computed in
-    the exact (erf) form, about 5x faster there: the two differ by under 5e-4, a sixteenth of
-    bf16's spacing at 1."""
+    """GELU, tanh approximation (DiT's MLP). In bf16 on the CPU it is computed in the exact
+    (erf) form, forward and backward 2.5-4x faster there: the two differ by under 5e-4, a
+    sixteenth of bf16's spacing at 1, and their derivatives by under 1e-3."""
 
     def __init__(self):
         super().__init__(approximate="tanh")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if cpu_bf16_inference(x):
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu":
             return F.gelu(x)
         return super().forward(x)
 

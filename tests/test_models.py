@@ -365,38 +365,47 @@ def test_attention_equals_the_fused_kernel_with_and_without_a_mask(keys):
         torch.testing.assert_close(attention(q, k, v, m), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("grad", [False, True])  # inference, and training (gradients through the blocks)
 @pytest.mark.parametrize("block", [10 ** 9, 200, 30])  # one block, whole sequences a block, query rows a block
-def test_bf16_inference_attention_in_blocks_equals_the_fused_kernel(monkeypatch, block):
+def test_bf16_attention_in_blocks_equals_the_fused_kernel(monkeypatch, block, grad):
     import models.blocks
     from models.blocks import attention
 
-    monkeypatch.setattr(models.blocks, "PLAIN_BLOCK", block)
+    monkeypatch.setattr(models.blocks, "PLAIN_BLOCK_TRAIN" if grad else "PLAIN_BLOCK", block)
+    monkeypatch.setattr(models.blocks, "PLAIN_BLOCK" if grad else "PLAIN_BLOCK_TRAIN", 1)  # the other: unused
     torch.manual_seed(0)
     q, k, v = torch.randn(3, 2, 9, 16), torch.randn(3, 2, 11, 16), torch.randn(3, 2, 11, 16)
     mask = torch.rand(3, 1, 1, 11) > 0.4
     mask[..., 0] = True
     calls = []
     monkeypatch.setattr(models.blocks, "_plain", lambda *a, _f=models.blocks._plain: calls.append(a[0].shape) or _f(*a))
+    weight = torch.randn(3, 2, 9, 16)
     for m in (None, mask):
-        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)  # fp32 reference
-        with torch.no_grad():
-            got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), m)
-        assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+        leaves = [t.clone().requires_grad_(grad) for t in (q, k, v)]
+        expected = torch.nn.functional.scaled_dot_product_attention(*leaves, attn_mask=m)  # fp32 reference
+        with torch.set_grad_enabled(grad):
+            low = [t.detach().bfloat16().requires_grad_(grad) for t in leaves]
+            got = attention(*low, m)
+        assert got.dtype == torch.bfloat16 and got.shape == expected.shape and got.requires_grad == grad
         torch.testing.assert_close(got.float(), expected, rtol=0, atol=0.03)  # bf16 inputs and scores
+        if grad:  # the gradients of every input against the fused kernel's in fp32
+            (got.float() * weight).sum().backward()
+            (expected * weight).sum().backward()
+            for a, b in zip(low, leaves):
+                torch.testing.assert_close(a.grad.float(), b.grad, rtol=0, atol=0.1)
     # 6 sequences of 9 queries x 11 keys (99 scores each): 1 block, blocks of 2 sequences, blocks of 2 rows
     blocks = {10 ** 9: 1, 200: 3, 30: 6 * 5}[block]
     assert len(calls) == 2 * blocks and all(c[:-1].numel() * 11 <= block for c in calls)
-    # with a gradient to keep: as in training (plain ops for these short keys, in one call)
-    q.requires_grad_()
-    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
-    assert out.requires_grad and len(calls) == 2 * blocks + 1
 
 
-def test_tanh_gelu_is_the_tanh_form_and_in_bf16_inference_within_its_rounding():
+def test_tanh_gelu_is_the_tanh_form_and_in_bf16_within_its_rounding():
     from models.blocks import TanhGELU
 
     x = torch.linspace(-6, 6, 4001).bfloat16().float()  # values bf16 holds exactly
-    reference = torch.nn.functional.gelu(x.double(), approximate="tanh")
+    x64 = x.double().requires_grad_()
+    reference = torch.nn.functional.gelu(x64, approximate="tanh")
+    (slope,) = torch.autograd.grad(reference.sum(), x64)
+    reference = reference.detach()
     gelu = TanhGELU()
     assert torch.equal(gelu(x), torch.nn.GELU(approximate="tanh")(x))  # fp32: the tanh form itself
     with torch.no_grad():
@@ -405,8 +414,13 @@ def test_tanh_gelu_is_the_tanh_form_and_in_bf16_inference_within_its_rounding():
     # the erf form is within 5e-4 of the tanh one before rounding: at most one bf16 step off
     spacing = 2.0 ** (torch.floor(torch.log2(reference.abs().clamp_min(1e-3))) - 7)
     assert ((fast.double() - reference).abs() <= spacing + 5e-4).all()
+    # training in bf16: the same forward, and the derivative within 1e-3 of the tanh form's (+ one bf16 step)
     xg = x.bfloat16().requires_grad_()
-    assert torch.equal(gelu(xg), torch.nn.functional.gelu(xg, approximate="tanh"))  # training: the tanh form
+    out = gelu(xg)
+    assert torch.equal(out, fast)
+    out.sum().backward()
+    step = 2.0 ** (torch.floor(torch.log2(slope.abs().clamp_min(1e-3))) - 7)
+    assert ((xg.grad.double() - slope).abs() <= step + 1e-3).all()
 
 
 @pytest.mark.parametrize("mode", ["position", "clip"])
