@@ -1,40 +1,50 @@
-"""Training throughput of the recipes gen trains, three ways, side by side in one run.
+"""Training throughput of the recipes gen trains, side by side in one run, against the code before issue 15.
 
-    python scripts/bench_train.py [--quick] [--json] [--threads N] [--recipes image-dit,sr-unet]
+    python scripts/bench_train.py [--quick] [--json] [--threads N] [--recipes image-dit-xs2-32,sr-unet-64]
+                                  [--ref 7d3f35e]
 
-For each recipe (the same weights and the same batch for every way), the samples/s of a
-training step (forward, MSE, backward, AdamW) under:
-  eager_fp32  float32, contiguous tensors, no compiler;
-  before      the trainer's path before `--compile`: bf16 autocast, channels_last for
-              convolutional models (gen.train.diffusion);
-  after       the trainer's path with `--compile`: `before` plus the denoiser compiled by
-              inductor (gen.train.fast.compile_denoiser; compile time printed apart).
-It prints the model's achieved GFLOP/s on the fastest way (torch's FLOP counter on one
-step) and that as a fraction of the bf16 matmul peak measured in the same run. `--json`
-prints {"peak_gflops", "threads", "recipes": [{"name", "samples_per_s": {...}, "speedup",
-"peak_fraction", "compile_s", "gflop_per_sample"}]}. `--quick`: smaller batches, fewer repeats.
+For each recipe (the same weights and the same batch for every way, each way in a fresh
+process of its own: a process's allocator history alone moves these numbers by 1.5x), the
+samples/s of a training step (forward, MSE, backward, AdamW) under:
+  eager_fp32  this checkout, float32, contiguous tensors, no compiler;
+  before      the trainer's path at `--ref` (default 7d3f35e, the commit before issue 15):
+              bf16 autocast, channels_last for convolutional models, with that commit's
+              `models` (checked out into a temporary git worktree; nothing here changes);
+  bf16        this checkout's trainer path without `--compile` (bf16 autocast, channels_last,
+              glibc keeping freed memory: gen.train.fast.keep_freed_memory);
+  after       this checkout's trainer path with `--compile`: `bf16` plus the denoiser compiled
+              by inductor (gen.train.fast.compile_denoiser; compile time printed apart).
+`speedup` is after / before. It prints the model's achieved GFLOP/s on the fastest way (torch's
+FLOP counter on one step) and that as a fraction of the bf16 matmul peak measured in the same
+run. `--json` prints {"peak_gflops", "threads", "ref", "recipes": [{"name", "samples_per_s":
+{...}, "speedup", "peak_fraction", "compile_s", "gflop_per_sample"}]}. `--quick`: smaller
+batches, fewer repeats. `--ref HEAD` measures `before` on this commit's code.
 `image-dit-xs2-32-head64` is the shipped image DiT with 3 heads of 64 channels instead of 6 of
-32 (DiT's own head width): CPU attention's backward costs about the same per head at these
-sizes, so it measures what that design choice buys next to what the trainer path buys.
+32 (DiT's own head width): it measures what that design choice buys next to what the trainer
+path buys.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+ROOT = Path(__file__).resolve().parent.parent
+CODE = Path(os.environ.get("BENCH_TRAIN_CODE", ROOT))  # whose `models` this process measures
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(CODE))
 
 import models  # noqa: E402
 from bench_denoisers import flops, matmul_peak, timed  # noqa: E402
-from gen.train.fast import compile_denoiser, threads  # noqa: E402
 
 TEXT_TOKENS, TEXT_DIM = 16, 128  # the shipped tiny text encoder's width
 
@@ -94,34 +104,65 @@ def step_fn(net, x, t, cond, target, bf16: bool):
     return step
 
 
-def measure(name: str, build, shape, batch: int, extra: dict, repeats: int) -> dict:
-    torch.manual_seed(0)
-    reference = build()
-    state = {k: v.clone() for k, v in reference.state_dict().items()}
+def fresh(build, state: dict, x: torch.Tensor, channels_last: bool):
+    """The recipe's denoiser with `state`, and its input, in the trainer's layout."""
+    net = build()
+    net.load_state_dict(state)
+    conv = isinstance(net, models.UNet) and x.dim() == 4
+    if channels_last and conv:  # the trainer's channels_last for convs
+        return net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    return net, x
+
+
+def worker(name: str, way: str, state_file: str, quick: bool, repeats: int) -> None:
+    """One way of one recipe in this process (BENCH_TRAIN_CODE's models): print its JSON."""
+    from safetensors.torch import load_file
+
+    if way in ("bf16", "after"):  # this checkout's trainer path, as gen.train.loop sets it up on the CPU
+        from gen.train.fast import keep_freed_memory
+
+        keep_freed_memory()
+    build, shape, batch, extra = recipes(quick)[name]
     x, t, cond, target = batch_for(shape, batch, extra)
-    conv = isinstance(reference, models.UNet)
-    result, compile_s = {}, None
-    step_flops = None
-    for way in ("eager_fp32", "before", "after"):
-        net = build()
-        net.load_state_dict(state)
-        xs = x
-        if way != "eager_fp32" and conv and x.dim() == 4:  # the trainer's channels_last for convs
-            net = net.to(memory_format=torch.channels_last)
-            xs = x.contiguous(memory_format=torch.channels_last)
-        step = step_fn(net, xs, t, cond, target, bf16=way != "eager_fp32")
-        if way == "after":
-            compile_denoiser(net, cache=None)
-            start = time.perf_counter()
-            step()  # compiles forward and backward
-            compile_s = time.perf_counter() - start
-        if way == "eager_fp32":
-            step()
-            step_flops = flops(step)
-        seconds = timed(step, repeats)
-        result[way] = batch / seconds
-        print(f"  {name}: {way:<11} {batch / seconds:8.2f} samples/s", file=sys.stderr, flush=True)
-    return {"samples_per_s": result, "compile_s": compile_s, "flops_per_step": step_flops, "batch": batch}
+    net, xs = fresh(build, load_file(state_file), x, channels_last=way != "eager_fp32")
+    step = step_fn(net, xs, t, cond, target, bf16=way != "eager_fp32")
+    compile_s = step_flops = None
+    if way == "after":
+        from gen.train.fast import compile_denoiser
+
+        compile_denoiser(net, cache=None)
+        start = time.perf_counter()
+        step()  # compiles forward and backward
+        compile_s = time.perf_counter() - start
+    if way == "eager_fp32":
+        step()
+        step_flops = flops(step)
+    print(json.dumps({"samples_per_s": batch / timed(step, repeats), "compile_s": compile_s,
+                      "flops_per_step": step_flops, "models": models.__file__}))
+
+
+def measure(name: str, build, batch: int, repeats: int, ref_code: Path, quick: bool, count: int) -> dict:
+    """Every way in a fresh process of its own, alike but for the code (`before`: the ref's)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        state_file = str(Path(tmp) / "state.safetensors")
+        save_file({k: v.contiguous() for k, v in build().state_dict().items()}, state_file)
+        for way in ("eager_fp32", "before", "bf16", "after"):
+            code = ref_code if way == "before" else ROOT
+            argv = [sys.executable, __file__, "--worker", name, "--way", way, "--state", state_file,
+                    "--repeats", str(repeats), "--threads", str(count)] + (["--quick"] if quick else [])
+            out = subprocess.run(argv, env={**os.environ, "BENCH_TRAIN_CODE": str(code)}, check=True,
+                                 capture_output=True, text=True).stdout
+            result[way] = json.loads(out.strip().splitlines()[-1])
+            if not result[way]["models"].startswith(str(code)):
+                raise SystemExit(f"bench_train: {way} measured {result[way]['models']}, not {code}'s models")
+            print(f"  {name}: {way:<11} {result[way]['samples_per_s']:8.2f} samples/s", file=sys.stderr, flush=True)
+    return {"samples_per_s": {way: r["samples_per_s"] for way, r in result.items()},
+            "compile_s": result["after"]["compile_s"], "flops_per_step": result["eager_fp32"]["flops_per_step"],
+            "batch": batch}
 
 
 def main() -> None:
@@ -131,36 +172,55 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--recipes", default=None, help="comma-separated names (default: all)")
+    parser.add_argument("--ref", default="7d3f35e", help="the commit whose trainer path is `before`")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: `before` of one recipe
+    parser.add_argument("--way", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--state", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    count = threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    count = torch.get_num_threads()
     repeats = args.repeats or (2 if args.quick else 4)
-    peak = matmul_peak(torch.bfloat16)
+    if args.worker:
+        return worker(args.worker, args.way, args.state, args.quick, repeats)
     table = recipes(args.quick)
     names = args.recipes.split(",") if args.recipes else list(table)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise SystemExit(f"bench_train: unknown recipe {unknown[0]!r}; the recipes are {', '.join(table)}")
+    peak = matmul_peak(torch.bfloat16)
     rows = []
-    for name in names:
-        build, shape, batch, extra = table[name]
-        m = measure(name, build, shape, batch, extra, repeats)
-        sps = m["samples_per_s"]
-        best = max(sps.values())
-        gflops = m["flops_per_step"] / m["batch"] * best / 1e9
-        rows.append({"name": name, "batch": batch, "samples_per_s": sps, "speedup": sps["after"] / sps["before"],
-                     "achieved_gflops": gflops,
-                     "gflop_per_sample": m["flops_per_step"] / m["batch"] / 1e9, "compile_s": m["compile_s"]})
+    with tempfile.TemporaryDirectory(prefix="bench-train-ref-") as tmp:
+        ref_code = Path(tmp) / "ref"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(ref_code), args.ref],
+                       check=True)
+        try:
+            for name in names:
+                build, _, batch, _ = table[name]
+                m = measure(name, build, batch, repeats, ref_code, args.quick, count)
+                sps = m["samples_per_s"]
+                gflops = m["flops_per_step"] / m["batch"] * max(sps.values()) / 1e9
+                rows.append({"name": name, "batch": batch, "samples_per_s": sps,
+                             "speedup": sps["after"] / sps["before"], "achieved_gflops": gflops,
+                             "gflop_per_sample": m["flops_per_step"] / m["batch"] / 1e9,
+                             "compile_s": m["compile_s"]})
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(ref_code)], check=True)
     peak_after = matmul_peak(torch.bfloat16)  # again: the machine's load may have moved
-    report = {"peak_gflops": max(peak, peak_after), "threads": count, "recipes": rows}
+    report = {"peak_gflops": max(peak, peak_after), "threads": count, "ref": args.ref, "recipes": rows}
     for r in rows:
         r["peak_fraction"] = r["achieved_gflops"] / report["peak_gflops"]
     if args.json:
         print(json.dumps(report))
         return
-    print(f"threads {count}; bf16 matmul peak {report['peak_gflops']:.0f} GFLOP/s (best of before/after the run)")
-    print(f"{'recipe':<20}{'batch':>6}{'eager fp32':>12}{'before':>10}{'after':>10}{'speedup':>9}"
+    print(f"threads {count}; bf16 matmul peak {report['peak_gflops']:.0f} GFLOP/s (best of before/after the run); "
+          f"before = {args.ref}")
+    print(f"{'recipe':<24}{'batch':>6}{'eager fp32':>12}{'before':>10}{'bf16':>10}{'after':>10}{'speedup':>9}"
           f"{'GFLOP/s':>9}{'of peak':>9}{'compile s':>11}")
     for r in rows:
         s = r["samples_per_s"]
-        print(f"{r['name']:<20}{r['batch']:>6}{s['eager_fp32']:>12.2f}{s['before']:>10.2f}{s['after']:>10.2f}"
-              f"{r['speedup']:>9.2f}{r['achieved_gflops']:>9.0f}{100 * r['peak_fraction']:>8.0f}%"
+        print(f"{r['name']:<24}{r['batch']:>6}{s['eager_fp32']:>12.2f}{s['before']:>10.2f}{s['bf16']:>10.2f}"
+              f"{s['after']:>10.2f}{r['speedup']:>9.2f}{r['achieved_gflops']:>9.0f}{100 * r['peak_fraction']:>8.0f}%"
               f"{r['compile_s']:>11.0f}")
 
 

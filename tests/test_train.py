@@ -8,6 +8,7 @@ always an independent run that was never stopped, never a value pasted back.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -460,3 +461,49 @@ def test_compiled_training_matches_eager_and_resumes_either_way(reference, tmp_p
         run_train(config(run, **{**recipe, "steps": 10}, compile=first))
         run_train(config(run, **recipe, compile=then), resume=True)
         assert latest(run) == "step-0000020" and all_finite(ckpt(run, 20))
+
+
+# ------------------------------------------------------------------- allocator on the CPU
+
+KEPT = r"""
+import ctypes, json, torch
+from gen.train.fast import keep_freed_memory
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+def freed(tuned):
+    if tuned:
+        assert keep_freed_memory()
+    before = libc.mallinfo2()
+    a = torch.empty(16 << 20, dtype=torch.uint8)
+    during = libc.mallinfo2()
+    del a
+    after = libc.mallinfo2()
+    return {"mapped": during.hblkhd - before.hblkhd, "kept": after.fordblks - before.fordblks}
+print(json.dumps([freed(False), freed(True)]))
+"""
+
+
+def test_keep_freed_memory_serves_a_step_sized_tensor_from_the_heap_and_keeps_it():
+    # glibc's own accounting (mallinfo2): by default a 16 MiB tensor is its own mapping, handed
+    # back on free; after keep_freed_memory it comes from the heap, which keeps it for reuse.
+    try:
+        glibc = hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
+    except OSError:
+        glibc = False
+    if not glibc:
+        pytest.skip("not glibc >= 2.33")
+    out = subprocess.run([sys.executable, "-c", KEPT], capture_output=True, text=True, check=True).stdout
+    plain, tuned = json.loads(out)
+    mib = 1 << 20
+    assert plain["mapped"] >= 16 * mib and plain["kept"] < mib
+    assert tuned["mapped"] < mib and tuned["kept"] >= 15 * mib  # less what joined the heap's top
+
+
+def test_a_cpu_run_keeps_freed_memory(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(loop.fast, "keep_freed_memory", lambda: calls.append(1) or True)
+    run_train(config(tmp_path / "run", steps=1))
+    assert calls == [1]

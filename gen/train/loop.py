@@ -236,6 +236,8 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
     rank = int(os.environ.get("RANK", "0"))
     dev = resolve_device(device)
     fast.threads(cfg.threads)
+    if dev.type == "cpu":
+        fast.keep_freed_memory()
     if world > 1:
         if dev.type == "cuda":
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
