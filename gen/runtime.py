@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import random
 from typing import TYPE_CHECKING
 
@@ -95,3 +96,23 @@ def autocast(precision: str, device: torch.device):
     import torch
 
     return torch.autocast(device.type, torch.bfloat16, enabled=compute_precision(precision, device) == "bf16")
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(mmap_below: int = 32 << 20, keep: int = 1 << 30) -> bool:
+    """Have glibc's malloc serve allocations under `mmap_below` bytes (32 MiB, glibc's most)
+    from its heap, and keep up to `keep` freed bytes there instead of returning them to the
+    system. A training step frees and reallocates the same activations every step; by
+    default glibc hands the large ones back and the next step faults fresh pages in, which
+    on this 2-core CPU makes a bf16 DiT step up to 1.6x slower and its speed wander from step
+    to step (scripts/bench_train.py runs each way in a fresh process for this reason).
+    Sampling a batch is the same pattern, so every `gen` command starts with it. The process
+    may hold up to `keep` more memory. False where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_below)) and bool(mallopt(M_TRIM_THRESHOLD, keep))

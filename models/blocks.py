@@ -84,6 +84,7 @@ class Attention(nn.Module):
 SHORT_KEYS = 64  # CPU: up to this many keys, plain softmax(q k^T) v beats the fused kernel
 PLAIN_BLOCK = 2 ** 20  # CPU bf16 inference: score elements a block of plain ops holds (2 MB, about the L2 caches)
 PLAIN_BLOCK_TRAIN = 2 ** 22  # ... with gradients: fewer, larger blocks (the backward's overhead is per block)
+PLAIN_TRAIN_MAX = 2 ** 26  # ... with gradients, at most this many score elements in all (autograd keeps them all)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -91,14 +92,19 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
     scaled_dot_product_attention, except on the CPU for short key sequences (a temporal
     block's frames, a text context), where the fused kernel's backward is several times
-    slower than the three plain ops, and in bf16 at any length, where the plain ops in
-    blocks of sequences whose scores fit the caches are faster than the fused kernel:
-    1.7-3.3x in inference, about 2x forward + backward (scripts/bench_attention.py).
+    slower than the three plain ops, and in bf16, where the plain ops in blocks of
+    sequences whose scores fit the caches are faster than the fused kernel: 1.7-3.3x in
+    inference, about 2x forward + backward (scripts/bench_attention.py). With gradients
+    the plain ops keep every probability for the backward, so past PLAIN_TRAIN_MAX score
+    elements the fused kernel (memory linear in the length) takes over.
     """
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if all(t.dtype == torch.bfloat16 for t in (q, k, v)):
-        return _plain_blocks(q, k, v, mask, PLAIN_BLOCK if cpu_bf16_inference(q, k, v) else PLAIN_BLOCK_TRAIN)
+        if cpu_bf16_inference(q, k, v):
+            return _plain_blocks(q, k, v, mask, PLAIN_BLOCK)
+        if torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]).numel() * q.shape[-2] * k.shape[-2] <= PLAIN_TRAIN_MAX:
+            return _plain_blocks(q, k, v, mask, PLAIN_BLOCK_TRAIN)
     if k.shape[-2] > SHORT_KEYS:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return _plain(q, k, v, mask)

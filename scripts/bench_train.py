@@ -11,7 +11,7 @@ samples/s of a training step (forward, MSE, backward, AdamW) under:
               bf16 autocast, channels_last for convolutional models, with that commit's
               `models` (checked out into a temporary git worktree; nothing here changes);
   bf16        this checkout's trainer path without `--compile` (bf16 autocast, channels_last,
-              glibc keeping freed memory: gen.train.fast.keep_freed_memory);
+              glibc keeping freed memory: gen.runtime.keep_freed_memory);
   after       this checkout's trainer path with `--compile`: `bf16` plus the denoiser compiled
               by inductor (gen.train.fast.compile_denoiser; compile time printed apart).
 `speedup` is after / before. It prints the model's achieved GFLOP/s on the fastest way (torch's
@@ -119,7 +119,7 @@ def worker(name: str, way: str, state_file: str, quick: bool, repeats: int) -> N
     from safetensors.torch import load_file
 
     if way in ("bf16", "after"):  # this checkout's trainer path, as gen.train.loop sets it up on the CPU
-        from gen.train.fast import keep_freed_memory
+        from gen.runtime import keep_freed_memory
 
         keep_freed_memory()
     build, shape, batch, extra = recipes(quick)[name]

@@ -398,6 +398,31 @@ def test_bf16_attention_in_blocks_equals_the_fused_kernel(monkeypatch, block, gr
     assert len(calls) == 2 * blocks and all(c[:-1].numel() * 11 <= block for c in calls)
 
 
+def test_bf16_attention_with_gradients_past_the_cap_is_the_fused_kernel(monkeypatch):
+    """Autograd keeps every probability of the plain ops: past PLAIN_TRAIN_MAX score elements a
+    training step takes the fused kernel (memory linear in the length); inference stays plain."""
+    import models.blocks
+    from models.blocks import attention
+
+    calls = []
+    monkeypatch.setattr(models.blocks, "_plain", lambda *a, _f=models.blocks._plain: calls.append(1) or _f(*a))
+    monkeypatch.setattr(models.blocks, "PLAIN_TRAIN_MAX", 2 * 3 * 80 * 80 - 1)  # one score element short
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 80, 16).bfloat16() for _ in range(3))
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    got = attention(*leaves)
+    assert not calls  # the fused kernel
+    expected = torch.nn.functional.scaled_dot_product_attention(*(t.detach().float().requires_grad_() for t in leaves))
+    torch.testing.assert_close(got.float(), expected, rtol=0, atol=0.03)
+    with torch.no_grad():
+        attention(q, k, v)
+    assert calls  # inference: the plain blocks
+    monkeypatch.setattr(models.blocks, "PLAIN_TRAIN_MAX", 2 * 3 * 80 * 80)
+    calls.clear()
+    attention(*leaves)
+    assert calls  # at the cap: the plain blocks
+
+
 def test_tanh_gelu_is_the_tanh_form_and_in_bf16_within_its_rounding():
     from models.blocks import TanhGELU
 

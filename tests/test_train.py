@@ -467,7 +467,7 @@ def test_compiled_training_matches_eager_and_resumes_either_way(reference, tmp_p
 
 KEPT = r"""
 import ctypes, json, torch
-from gen.train.fast import keep_freed_memory
+from gen.runtime import keep_freed_memory
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
@@ -504,6 +504,6 @@ def test_keep_freed_memory_serves_a_step_sized_tensor_from_the_heap_and_keeps_it
 
 def test_a_cpu_run_keeps_freed_memory(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(loop.fast, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr("gen.runtime.keep_freed_memory", lambda: calls.append(1) or True)
     run_train(config(tmp_path / "run", steps=1))
     assert calls == [1]

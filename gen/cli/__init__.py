@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from gen.runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:

@@ -1,7 +1,6 @@
 """The trainer's fast path, in one place for `gen train` and scripts/bench_train.py.
 
     threads(cfg.threads)                        # torch's intra-op threads (None: torch's default)
-    keep_freed_memory()                         # glibc: reuse freed activations instead of new pages
     compile_denoiser(model, run / "compile-cache")   # with --compile: inductor, cached on disk
 
 `compile_denoiser` compiles the denoiser's forward in place (`nn.Module.compile`, so the
@@ -14,7 +13,6 @@ compiler works (no C++ toolchain, an unsupported op), dynamo falls back to eager
 
 from __future__ import annotations
 
-import ctypes
 import os
 from pathlib import Path
 
@@ -28,25 +26,6 @@ def threads(count: int | None) -> int:
     if count is not None:
         torch.set_num_threads(count)
     return torch.get_num_threads()
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
-
-
-def keep_freed_memory(mmap_below: int = 32 << 20, keep: int = 1 << 30) -> bool:
-    """Have glibc's malloc serve allocations under `mmap_below` bytes (32 MiB, glibc's most)
-    from its heap, and keep up to `keep` freed bytes there instead of returning them to the
-    system. A training step frees and reallocates the same activations every step; by
-    default glibc hands the large ones back and the next step faults fresh pages in, which
-    on this 2-core CPU makes a bf16 DiT step up to 1.6x slower and its speed wander from step
-    to step (scripts/bench_train.py runs each way in a fresh process for this reason). The
-    process may hold up to `keep` more memory. False where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, mmap_below)) and bool(mallopt(M_TRIM_THRESHOLD, keep))
 
 
 def compile_denoiser(model: torch.nn.Module, cache: Path | None) -> bool:

@@ -228,7 +228,7 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
     from tqdm import tqdm
 
     from gen.data import collate
-    from gen.runtime import resolve_device
+    from gen.runtime import keep_freed_memory, resolve_device
     from gen.train.config import RUNTIME, resume_config
 
     run = Path(cfg.out)
@@ -237,7 +237,7 @@ def _train(cfg: TrainConfig, resume: bool, device: str, progress: bool, given: d
     dev = resolve_device(device)
     fast.threads(cfg.threads)
     if dev.type == "cpu":
-        fast.keep_freed_memory()
+        keep_freed_memory()
     if world > 1:
         if dev.type == "cuda":
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
