@@ -174,3 +174,14 @@ def test_models_lists_every_preset_with_parameters_and_flops(capsys):
     assert tiny["gflops"] * 1e9 > 2 * 64 * 64 * 12
     assert main(["models"]) == 0
     assert "dit-tiny" in capsys.readouterr().out
+
+
+def test_every_command_starts_with_glibc_keeping_freed_memory(monkeypatch, capsys):
+    """Sampling, like a training step, frees and reallocates the same activations: every
+    command sets glibc to keep them (gen.runtime.keep_freed_memory) before it runs."""
+    calls = []
+    monkeypatch.setattr("gen.runtime.keep_freed_memory", lambda: calls.append(1) or True)
+    assert main(["models"]) == 0
+    assert calls == [1]
+    assert main(["image", "a cat", "--steps", "0"]) == 2  # refused inside the command: still set first
+    assert calls == [1, 1]
