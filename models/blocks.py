@@ -103,11 +103,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     if all(t.dtype == torch.bfloat16 for t in (q, k, v)):
         if cpu_bf16_inference(q, k, v):
             return _plain_blocks(q, k, v, mask, PLAIN_BLOCK)
-        if torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]).numel() * q.shape[-2] * k.shape[-2] <= PLAIN_TRAIN_MAX:
+        if score_elements(q, k) <= PLAIN_TRAIN_MAX:
             return _plain_blocks(q, k, v, mask, PLAIN_BLOCK_TRAIN)
     if k.shape[-2] > SHORT_KEYS:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return _plain(q, k, v, mask)
+
+
+def score_elements(q: torch.Tensor, k: torch.Tensor) -> int:
+    """How many attention scores q k^T holds, over the broadcast batch and heads."""
+    return torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]).numel() * q.shape[-2] * k.shape[-2]
 
 
 def cpu_bf16_inference(*tensors: torch.Tensor) -> bool:
@@ -128,9 +133,9 @@ def _plain_blocks(q, k, v, mask, block: int):
     """`_plain` over blocks of (sequence, query) rows, each block's scores at most `block` elements.
     With gradients the blocks are joined by torch.cat (autograd through slice writes is slower)."""
     lq, lk = q.shape[-2], k.shape[-2]
-    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-    if lead.numel() * lq * lk <= block:
+    if score_elements(q, k) <= block:
         return _plain(q, k, v, mask)
+    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
     q3, k3, v3 = (t.expand(*lead, *t.shape[-2:]).reshape(-1, *t.shape[-2:]) for t in (q, k, v))
     m3 = None if mask is None else mask.expand(*lead, lq, lk).reshape(-1, lq, lk)
     seqs = max(1, block // (lq * lk))  # whole sequences a block, or else query rows of one
