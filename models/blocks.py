@@ -182,8 +182,36 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 # --- convolutional blocks (U-Net) -------------------------------------------------
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4) if channels >= 8 else 1, channels, eps=1e-6)
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm, the same parameters and values. Under torch.compile it is written as
+    per-channel sums over the positions, grouped on the small (N, C) tensors, so that no
+    activation is reshaped into groups: inductor's lowering of the native op materialises
+    a channels-first float32 copy of every channels_last activation in the backward,
+    which made GroupNorm the largest share of a compiled SR U-Net step. Statistics are the
+    float32 mean and mean square (as torch's own channels_last CPU kernel computes them)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            return super().forward(x)
+        c, g = x.shape[1], self.num_groups
+        positions = tuple(range(2, x.dim()))
+        # group membership (C, G); products with it pool channels into groups and spread groups
+        # back, as small matmuls that keep every activation-sized loop in its own layout
+        member = (torch.arange(c, device=x.device)[:, None] // (c // g) == torch.arange(g, device=x.device)).float()
+        xf = x.float()
+        with torch.autocast(x.device.type, enabled=False):  # statistics in float32, not autocast's bf16
+            mean = xf.mean(positions) @ member / (c // g)                         # (N, G)
+            var = (xf * xf).mean(positions) @ member / (c // g) - mean * mean
+            rstd = torch.rsqrt(var.clamp_min(0) + self.eps)
+            scale, shift = rstd @ member.T, -(mean * rstd) @ member.T             # (N, C)
+        if self.affine:
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        trailing = (1,) * (x.dim() - 2)
+        return (xf * scale.view(*scale.shape, *trailing) + shift.view(*shift.shape, *trailing)).to(x.dtype)
+
+
+def group_norm(channels: int) -> GroupNorm:
+    return GroupNorm(min(32, channels // 4) if channels >= 8 else 1, channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):
@@ -246,7 +274,22 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(upsample_nearest_2x(x))
+
+
+def upsample_nearest_2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x upsampling of (N, C, H, W), the same values either way. Eagerly it
+    is F.interpolate, whose backward is a native kernel. Under torch.compile it is each pixel
+    broadcast to a 2x2 block: inductor lowers interpolate's backward to a scatter-add
+    (index_put), 25x slower than the broadcast's backward, a sum over the block, at the SR
+    U-Net's shapes (bf16, channels_last; the broadcast's backward is 10x slower eagerly)."""
+    if not torch.compiler.is_compiling():
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    n, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last):  # broadcast in (N, H, W, C), stay channels_last
+        nhwc = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(n, h, 2, w, 2, c)
+        return nhwc.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+    return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
 
 
 # --- temporal layers (video) ---------------------------------------------------------

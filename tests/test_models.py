@@ -551,3 +551,66 @@ def test_motion_conv_bf16_gradients_match_float32(width):
     exact, low = grads(False), grads(True)
     for name, g in exact.items():
         assert (low[name] - g).abs().max() <= 0.05 * g.abs().max(), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 64, 9, 7), (2, 12, 3, 5, 4)])
+def test_group_norm_under_compile_equals_the_native_op(dtype, shape):
+    # Traced by dynamo (backend "eager": the traced graph, run by torch), GroupNorm takes its
+    # per-channel form; it must give the native op's values and gradients, float64 the reference.
+    from models.blocks import group_norm
+
+    torch.manual_seed(0)
+    norm = group_norm(shape[1])
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.5)
+        norm.bias.normal_(0.0, 0.5)
+    x = (torch.randn(shape) * 3 + 2).to(dtype)  # a mean well off zero: the mean-square form's hard case
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(shape).to(dtype)
+    x64 = x.double().requires_grad_()
+    w64, b64 = (p.detach().double().requires_grad_() for p in (norm.weight, norm.bias))
+    reference = torch.nn.functional.group_norm(x64, norm.num_groups, w64, b64, norm.eps)
+    reference.backward(grad_out.double())
+
+    def run(module):
+        xg = x.detach().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = module(xg)
+        out.backward(grad_out)
+        grads = (xg.grad, norm.weight.grad.clone(), norm.bias.grad.clone())
+        norm.zero_grad(set_to_none=True)
+        return out, grads
+
+    native, native_grads = run(norm)  # eagerly: torch's own kernel
+    compiled, compiled_grads = run(torch.compile(norm, backend="eager", fullgraph=True))
+    assert compiled.dtype == native.dtype == dtype
+    # as close to float64 as the native op is, give or take one rounding of the output type
+    step = 1e-5 if dtype == torch.float32 else 2.0 ** -7
+    scale = reference.abs().max().item()
+    assert (compiled.double() - reference).abs().max() <= (native.double() - reference).abs().max() + step * scale
+    for ours, theirs, exact in zip(compiled_grads, native_grads, (x64.grad, w64.grad, b64.grad)):
+        size = exact.abs().max().item()
+        assert (ours.double() - exact).abs().max() <= (theirs.double() - exact).abs().max() + step * size
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_nearest_upsampling_under_compile_equals_interpolate(channels_last):
+    from models.blocks import upsample_nearest_2x
+
+    x = torch.randn(2, 5, 3, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(2, 5, 6, 8)
+    results = []
+    for fn in (lambda t: torch.nn.functional.interpolate(t, scale_factor=2.0, mode="nearest"),
+               upsample_nearest_2x, torch.compile(upsample_nearest_2x, backend="eager", fullgraph=True)):
+        xg = x.detach().requires_grad_()
+        out = fn(xg)
+        out.backward(grad_out)
+        results.append((out, xg.grad))
+    for out, grad in results[1:]:
+        assert torch.equal(out, results[0][0])
+        torch.testing.assert_close(grad, results[0][1], rtol=1e-6, atol=1e-6)  # the same 4 terms, another order
+        assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
