@@ -47,16 +47,16 @@ def to_clips(frames: np.ndarray) -> torch.Tensor:
 
 
 def generate(pipe, prompts: list[str], steps, sampler, cfg, batch: int, progress=None,
-             init: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+             init: torch.Tensor | None = None, **video) -> tuple[torch.Tensor, float]:
     """(samples on the CPU, seconds): prompt i drawn from noise seed i, `batch` prompts per call;
-    `init` (video): frame 0 of clip i is init[i]."""
+    `init` (video): frame 0 of clip i is init[i]; `video`: more video settings (frame_cfg)."""
     start = time.perf_counter()
     chunks = []
     for i in range(0, len(prompts), batch):
         seeds = list(range(i, min(i + batch, len(prompts))))
         first = {} if init is None else {"init_image": init[i:i + batch]}
         chunks.append(pipe.generate(prompts[i:i + batch], seeds, steps=steps, sampler=sampler, cfg=cfg,
-                                    **first).float().cpu())
+                                    **first, **video).float().cpu())
         if progress is not None:
             progress(seeds[-1] + 1)
     return torch.cat(chunks), time.perf_counter() - start
@@ -78,13 +78,15 @@ def video_targets(prompts: list[str], judge) -> list[dict]:
 
 def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=None, cfg=None,
                    batch: int = 16, seed: int = EVAL_SEED, progress=None,
-                   prompts: list[str] | None = None, init_frames: bool = False) -> tuple[dict, torch.Tensor]:
+                   prompts: list[str] | None = None, init_frames: bool = False,
+                   frame_cfg: float = 1.0) -> tuple[dict, torch.Tensor]:
     """Generate n clips for fresh toy prompts (or `prompts`, toy clip captions, cycled to n)
     and score them (see the module docstring): the judge's accuracy, per motion and as a
     confusion matrix (asked -> judged), beside the renders of n fresh captions (the ceiling)
     and those renders' frame 0 held still (the floor a clip that does not move gets).
     `init_frames`: frame 0 of each clip is its caption's render (`init_image`), which
-    measures animation alone. Returns (report, clips (n, 3, T, H, W) in [-1, 1] on the CPU)."""
+    measures animation alone; `frame_cfg`, the video model's guidance on frame 0.
+    Returns (report, clips (n, 3, T, H, W) in [-1, 1] on the CPU)."""
     from metrics.stats import feature_stats, frechet_distance
     from metrics.temporal import temporal_consistency, temporal_flicker
     from metrics.video_judge import judge_clips, parse_motion_caption
@@ -101,7 +103,8 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     fresh_targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in fresh]
     real = to_clips(renders)
     clips, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress,
-                              init=real[:, :, 0] if init_frames else None)
+                              init=real[:, :, 0] if init_frames else None,
+                              **({"frame_cfg": frame_cfg} if frame_cfg != 1 else {}))
     device = next(judge.parameters()).device
 
     def scores(x, asked=targets):
@@ -134,6 +137,7 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     flicker = {"generated": temporal_flicker(clips).mean().item(), "renders": temporal_flicker(real).mean().item()}
     report = {"n": n, "seed": seed, "size": size, "frames": frames, "fps": fps, "init_frames": init_frames,
               "steps": steps or d.steps, "sampler": sampler or d.sampler, "cfg": d.cfg if cfg is None else cfg,
+              "frame_cfg": frame_cfg,
               "generated": generated, "renders": ceiling, "static_frame0": static,
               "motion_accuracy_by_kind": by_motion, "motion_confusion": confusion, "toy_fvd": fvd,
               "frame_consistency": consistency, "flicker": flicker, "seconds_per_clip": seconds / n,

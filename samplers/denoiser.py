@@ -4,7 +4,8 @@ Calling rule for the user's `denoise`:
     no cond, no guidance   denoise(x_t, t)
     cond given             denoise(x_t, t, cond)
     guidance given         denoise(x_t, t, cond) once per step on 2B rows: x_t and t
-                           duplicated, cond batched as [cond; null_cond] (see guidance.py)
+                           duplicated, cond batched as [cond; null_cond] (see guidance.py);
+                           3B rows at the steps where an inner condition is guided too
 x_t is passed in x_T's dtype; t is a (B,) (or (2B,)) int64 tensor on x_T's device.
 """
 
@@ -50,9 +51,13 @@ class Denoiser:
         self.model_dtype = x_T.dtype
         self.device = x_T.device
         self.cond = cond
-        self.guidance = guidance if guidance is not None and guidance.scale != 1 else None
+        self.guidance = guidance if guidance is not None and guidance.active else None
         batch = x_T.shape[0]
         self.batched_cond = batch_cond(cond, guidance.null_cond, batch) if self.guidance is not None else None
+        self.inner_cond = None  # [cond; null_cond; null_cond + inner_null], when guidance has an inner term
+        if self.guidance is not None and self.guidance.inner_scale != 1:
+            none = batch_cond(cond, {**guidance.null_cond, **guidance.inner_null}, batch)
+            self.inner_cond = {k: torch.cat([v, none[k][batch:]]) for k, v in self.batched_cond.items()}
 
     def predict(self, x: torch.Tensor, t: int | float) -> torch.Tensor:
         """The model's raw prediction at (x, t), guided if guidance is set, in x's dtype.
@@ -67,12 +72,13 @@ class Denoiser:
             out = self.denoise(x_in, t_in) if self.cond is None else self.denoise(x_in, t_in, self.cond)
             self._check(out, x_in.shape)
         else:
-            x_in = torch.cat([x_in, x_in])  # (2B, ...)
+            inner = self.guidance.inner_at(t)
+            x_in = torch.cat([x_in] * (3 if inner else 2))  # (2B or 3B, ...)
             t_in = torch.full((x_in.shape[0],), t, dtype=t_dtype, device=self.device)
-            out = self.denoise(x_in, t_in, self.batched_cond)
+            out = self.denoise(x_in, t_in, self.inner_cond if inner else self.batched_cond)
             self._check(out, x_in.shape)
-            cond_out, uncond_out = out.chunk(2)
-            out = combine(cond_out, uncond_out, self.guidance)
+            cond_out, uncond_out, *none_out = out.chunk(3 if inner else 2)
+            out = combine(cond_out, uncond_out, self.guidance, *none_out)
         return out.to(x.dtype)
 
     def _check(self, out, expected) -> None:

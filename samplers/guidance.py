@@ -14,6 +14,16 @@ the conditional prediction's (Lin et al. 2023, sec. 3.4, eq. 15-16):
 
 with std over all non-batch dimensions. This works for any conditioning: text, class
 labels, a low-res image or known frames are all just entries of the cond dict.
+
+A second, inner condition (InstructPix2Pix, Brooks et al. 2023, eq. 3: the input image
+inside the text) gets its own weight: `inner_null` switches it off on top of `null_cond`,
+the batch is [cond; null_cond; both off] (3B rows), and
+
+    pred = none + inner_scale * (uncond - none) + scale * (cond - uncond)
+
+which is the plain rule when inner_scale = 1. `inner_from` limits the inner term to the
+noisier timesteps t >= inner_from (guidance in an interval, Kynkaanniemi et al. 2024);
+below it a step runs the plain two halves.
 """
 
 from __future__ import annotations
@@ -38,17 +48,37 @@ class CFG:
             taken from the conditional `cond` (so an SR stage guided on text keeps its
             low_res image in both halves). Tensors with batch size 1 are broadcast.
         rescale: phi of guidance rescale (Lin et al. 2023); 0 disables it, 0.7 is typical.
+        inner_scale: the weight of an inner condition (see the module docstring); 1 = none.
+        inner_null: the entries that switch the inner condition off as well, e.g. a
+            masked-frame model's known frames and mask, zeroed.
+        inner_from: the inner term applies at training timesteps t >= inner_from only.
     """
 
     scale: float
     null_cond: Mapping[str, torch.Tensor] = field(default_factory=dict)
     rescale: float = 0.0
+    inner_scale: float = 1.0
+    inner_null: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    inner_from: float = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.null_cond, Mapping):
-            raise SamplerError(f"CFG null_cond must be a dict of tensors, got {type(self.null_cond).__name__}")
+        for name in ("null_cond", "inner_null"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise SamplerError(f"CFG {name} must be a dict of tensors, got {type(getattr(self, name)).__name__}")
         if not 0 <= self.rescale <= 1:
             raise SamplerError(f"CFG rescale must be between 0 and 1, got {self.rescale}")
+        if self.inner_scale != 1 and not self.inner_null:
+            raise SamplerError(f"CFG inner_scale {self.inner_scale:g} needs inner_null: the entries that switch "
+                               f"the inner condition off")
+
+    @property
+    def active(self) -> bool:
+        """Whether guidance changes the conditional prediction at all."""
+        return self.scale != 1 or self.inner_scale != 1
+
+    def inner_at(self, t) -> bool:
+        """Whether a step at training timestep t runs the inner term (3B rows)."""
+        return self.inner_scale != 1 and t >= self.inner_from
 
 
 def _expand(value, key: str, batch: int) -> torch.Tensor:
@@ -77,9 +107,13 @@ def batch_cond(cond: Mapping, null_cond: Mapping, batch: int) -> dict:
     return batched
 
 
-def combine(cond_pred: torch.Tensor, uncond_pred: torch.Tensor, guidance: CFG) -> torch.Tensor:
-    """uncond + scale (cond - uncond), then guidance rescale when guidance.rescale > 0."""
+def combine(cond_pred: torch.Tensor, uncond_pred: torch.Tensor, guidance: CFG,
+            none_pred: torch.Tensor | None = None) -> torch.Tensor:
+    """uncond + scale (cond - uncond), plus (inner_scale - 1) (uncond - none) given the
+    prediction with the inner condition off too, then guidance rescale when rescale > 0."""
     pred = torch.lerp(uncond_pred, cond_pred, guidance.scale)
+    if none_pred is not None:
+        pred = pred + (guidance.inner_scale - 1) * (uncond_pred - none_pred)
     if guidance.rescale > 0:
         dims = list(range(1, pred.dim()))
         std_cond = cond_pred.std(dim=dims, keepdim=True)

@@ -220,6 +220,28 @@ def test_known_frames_are_input_in_both_guidance_halves_and_kept(masked_pipe):
         del masked_pipe.denoiser.forward
 
 
+def test_frame_guidance_adds_a_pass_without_the_frames_at_the_noisier_steps(masked_pipe):
+    seen = _spy(masked_pipe)
+    try:
+        frame0 = torch.rand((3, 8, 8), generator=torch.Generator().manual_seed(5)) * 2 - 1
+        plain = masked_pipe.generate(["a cat"], [0], init_image=frame0, cfg=3.0, steps=4)
+        calls = len(seen)
+        guided = masked_pipe.generate(["a cat"], [0], init_image=frame0, cfg=3.0, steps=4, frame_cfg=3.0)
+        rows = [step["frame_mask"] for step in seen[calls:]]
+        # trailing spacing over 1000 timesteps: 999, 749 at t >= 500 get [cond; null; neither]
+        assert [r.shape[0] for r in rows] == [3, 3, 2, 2]
+        assert rows[0][:2, 0].all() and not rows[0][2].any()  # the third row has no frame known
+        assert not torch.equal(plain, guided)
+        torch.testing.assert_close(guided[:, :, 0], frame0[None], atol=1e-5, rtol=0)  # frame 0 still held
+        seen.clear()
+        masked_pipe.generate(["a cat"], [0], steps=2, frame_cfg=3.0)  # nothing known: nothing to guide on
+        assert [s["frame_mask"].shape[0] for s in seen] == [2, 2]
+    finally:
+        del masked_pipe.denoiser.forward
+    with pytest.raises(GenError, match="--frame-cfg must be between 0 and 50"):
+        masked_pipe.generate(["a cat"], [0], frame_cfg=-1.0)
+
+
 def test_interpolate_doubles_the_frames_keeping_the_given_ones(masked_pipe):
     clips = torch.rand((1, 3, 2, 8, 8), generator=torch.Generator().manual_seed(4)) * 2 - 1
     out = masked_pipe.interpolate(["a cat"], clips, [0])

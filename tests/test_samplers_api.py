@@ -213,6 +213,39 @@ def test_cfg_rescale_matches_diffusers_and_scale_one_skips_the_null_pass():
     assert [k[0] for k in calls] == [2, 2, 2]
 
 
+def test_inner_guidance_is_instructpix2pix_in_one_forward_within_its_interval():
+    # InstructPix2Pix (Brooks et al. 2023, eq. 3) with low_res as the inner (image) condition:
+    # e(none) + s_in (e(text off) - e(none)) + s (e(cond) - e(text off)), at t >= inner_from only
+    sched = NoiseSchedule.create("linear", prediction="x0")
+    x_T = torch.randn(2, 3, 4, 4)
+    cond = {"text": torch.tensor([[1.0, 3.0], [2.0, 2.0]]), "low_res": torch.randn(2, 3, 4, 4)}
+    null, off = {"text": torch.zeros(1, 2)}, {"low_res": torch.zeros(1, 3, 4, 4)}
+    calls = []
+    f = cond_model(calls)
+    s, s_in = 4.0, 2.5
+    out = sample(f, x_T, sched, timesteps=[999], cond=cond, guidance=CFG(s, null, inner_scale=s_in, inner_null=off))
+    assert calls == [(6, 6, {"text": 6, "low_res": 6})]  # one forward: [cond; text off; both off]
+    t = torch.full((2,), 999)
+    c = f(x_T, t, cond)
+    u = f(x_T, t, {"text": torch.zeros(2, 2), "low_res": cond["low_res"]})
+    n = f(x_T, t, {"text": torch.zeros(2, 2), "low_res": torch.zeros(2, 3, 4, 4)})
+    torch.testing.assert_close(out, n + s_in * (u - n) + s * (c - u))
+    # below inner_from a step is plain CFG on two halves; inner_scale 1 is plain CFG everywhere
+    for guidance in (CFG(s, null, inner_scale=s_in, inner_null=off, inner_from=500), CFG(s, null)):
+        calls.clear()
+        got = sample(f, x_T, sched, timesteps=[400], cond=cond, guidance=guidance)
+        assert [k[0] for k in calls] == [4]
+        torch.testing.assert_close(got, sample(f, x_T, sched, timesteps=[400], cond=cond, guidance=CFG(s, null)))
+    # with no text guidance (scale 1) the inner term alone still runs
+    calls.clear()
+    sample(f, x_T, sched, timesteps=[999], cond=cond, guidance=CFG(1.0, null, inner_scale=s_in, inner_null=off))
+    assert [k[0] for k in calls] == [6]
+    with pytest.raises(SamplerError, match="inner_scale 2 needs inner_null"):
+        CFG(3.0, null, inner_scale=2.0)
+    with pytest.raises(SamplerError, match="inner_null must be a dict of tensors, got list"):
+        CFG(3.0, null, inner_scale=2.0, inner_null=[])
+
+
 def test_cfg_errors_name_the_key():
     x_T = torch.randn(2, 3, 4, 4)
     cond = {"text": torch.randn(2, 5, 8)}

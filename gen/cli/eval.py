@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default=None, help="image/video/interp: sampler (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, help="image/video/interp: guidance scale (default: the "
                                                                      "model's; interp: a cascade's for the stage)")
+    parser.add_argument("--frame-cfg", type=float, default=1.0,
+                        help="video: a masked-frame model's guidance on frame 0 (1 = none; see gen video)")
     parser.add_argument("--clip", default="ViT-B-32",
                         help="image: open_clip model (name or hub-layout folder) for CLIPScore, used when its "
                              "weights are on this machine; none: skip")
@@ -305,7 +307,8 @@ def _evaluate_into(args, out, video: bool, prompts) -> int:
         if video:
             report, samples = evaluate_video(pipe, judge, image_judge, n=args.n, steps=args.steps,
                                              sampler=args.sampler, cfg=args.cfg, seed=seed, progress=progress,
-                                             prompts=prompts, init_frames=args.init_frames)
+                                             prompts=prompts, init_frames=args.init_frames,
+                                             frame_cfg=args.frame_cfg)
         else:
             report, samples = evaluate_image(pipe, judge, n=args.n, prompts=prompts, steps=args.steps,
                                              sampler=args.sampler, cfg=args.cfg, seed=seed, scene_judge=scene,

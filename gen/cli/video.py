@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpm++2m, heun or diffusers:<SchedulerClass>")
     parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = none)")
+    parser.add_argument("--frame-cfg", type=float, default=1.0,
+                        help="guidance on the known frame 0 of a masked-frame video model, beside --cfg on the "
+                             "text (1 = none; 3 keeps the object's identity, at some cost in motion)")
     parser.add_argument("--negative", default=None, help="negative prompt (guides away from it)")
     parser.add_argument("--model", default="default", help="shipped name or a gen video pipeline folder")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and compute precision")
@@ -108,10 +111,12 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
         clip = pipe.generate([args.prompt], [args.seed], steps=args.steps, sampler=args.sampler, cfg=args.cfg,
-                             negative=args.negative, size=size, frames=frames, init_image=init, **stop)
+                             negative=args.negative, size=size, frames=frames, init_image=init, **stop,
+                             **({"frame_cfg": args.frame_cfg} if args.frame_cfg != 1 else {}))
     timings["generate"] = time.perf_counter() - t0
     params = {"prompt": args.prompt, "seed": args.seed, "steps": args.steps or d.steps,
               "sampler": args.sampler or d.sampler, "cfg": d.cfg if args.cfg is None else args.cfg,
+              "frame_cfg": args.frame_cfg,
               "negative": args.negative or "", "model": args.model, "dtype": args.dtype,
               "precision": pipe.compute_precision, "size": size,
               "frames": frames, "fps": fps, "init_image": args.init_image or "", "software": f"gen {__version__}"}

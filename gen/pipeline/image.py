@@ -275,10 +275,11 @@ class Pipeline:
 
     def denoise(self, prompts: list[str], x_T: torch.Tensor, steps: int | None = None, sampler: str | None = None,
                 cfg: float | None = None, negative: str | None = None, callback=None, timesteps=None,
-                known=None, extra: dict | None = None) -> torch.Tensor:
+                known=None, extra: dict | None = None, inner: dict | None = None) -> torch.Tensor:
         """Run the sampler from x_T with text guidance; returns x_0 (pixels or latents).
         `timesteps` (the sampler's, from the first; replaces `steps`) and `known` go to `samplers.sample`;
-        `extra` holds more cond entries (a masked-frame model's known frames), the same in both CFG halves."""
+        `extra` holds more cond entries (a masked-frame model's known frames), the same in both CFG halves;
+        `inner`: samplers.CFG's inner_scale / inner_null / inner_from, guidance on those entries too."""
         from samplers import CFG, sample
 
         steps, sampler, cfg = self.check_sampling(steps, sampler, cfg)
@@ -291,7 +292,8 @@ class Pipeline:
         if learned:
             cond["null"] = torch.tensor([not p.strip() for p in prompts], device=self.device)
         guidance = None
-        if not unconditional and cfg != 1.0:
+        inner = inner if inner and inner.get("inner_scale", 1) != 1 else {}
+        if not unconditional and (cfg != 1.0 or inner):
             if negative:
                 null_cond = self.encode_prompt([negative])
                 if learned:
@@ -300,7 +302,7 @@ class Pipeline:
                 null_cond = {"null": torch.ones(1, dtype=torch.bool, device=self.device)}
             else:
                 null_cond = self.encode_prompt([""])
-            guidance = CFG(cfg, null_cond)
+            guidance = CFG(cfg, null_cond, **inner)
         dtype = next(self.denoiser.parameters()).dtype
 
         def model(x, t, c):

@@ -33,16 +33,23 @@ class VideoPipeline(Pipeline):
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None, sampler: str | None = None,
                  cfg: float | None = None, negative: str | None = None, size: int | None = None,
                  frames: int | None = None, init_image: torch.Tensor | None = None, known_frames=None,
-                 callback=None) -> torch.Tensor:
+                 callback=None, frame_cfg: float = 1.0) -> torch.Tensor:
         """Clips (B, C, T, H, W) in [-1, 1]; clip i starts from noise seeded by seeds[i].
         `init_image`: (C, H, W) in [-1, 1], the first frame of every clip. `known_frames`:
         (clips, mask), clips (1 or B, C, T, H, W) in [-1, 1] and mask (T,) or (B, T), 1 where a
         frame is known (pixel-space models). A pixel-space masked-frame model asked for more
-        frames than it was trained on draws its trained count, then `extend`s the clip."""
+        frames than it was trained on draws its trained count, then `extend`s the clip.
+        `frame_cfg`: a masked-frame model's guidance weight on its known frames, beside `cfg` on
+        the text (1 = none; see `frame_guidance`)."""
         size = size or self.defaults.size
         frames = frames or self.defaults.frames
+        if not 0 <= frame_cfg <= 50:
+            raise GenError(f"--frame-cfg must be between 0 and 50 (1 = no guidance on the known frames), got {frame_cfg}")
+        if frame_cfg != 1 and not self.masked_frames:
+            raise GenError(f"--frame-cfg {frame_cfg:g} guides a masked-frame model's known frames; "
+                           f"{self.name or 'this model'} reads none (leave it at 1)")
         if self.masked_frames and self.vae is None and known_frames is None and frames > self.window:
-            args = dict(steps=steps, sampler=sampler, cfg=cfg, negative=negative)
+            args = dict(steps=steps, sampler=sampler, cfg=cfg, negative=negative, frame_cfg=frame_cfg)
             first = self.generate(prompts, seeds, size=size, frames=self.window, init_image=init_image,
                                   callback=callback, **args)
             return self.extend(prompts, first, seeds, frames, **args)
@@ -52,8 +59,9 @@ class VideoPipeline(Pipeline):
             raise GenError("give init_image or known_frames, not both (frame 0 is a known frame)")
         known = self.first_frame_known(init_image, size, x_T) if init_image is not None else \
             self.frames_known(known_frames, size, x_T) if known_frames is not None else None
-        x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback, known=known,
-                          extra=self.frame_condition(known, x_T))
+        extra = self.frame_condition(known, x_T)
+        x0 = self.denoise(prompts, x_T, steps, sampler, cfg, negative, callback, known=known, extra=extra,
+                          inner=self.frame_guidance(frame_cfg, extra) if known is not None and frame_cfg != 1 else None)
         return self.decode(x0).clamp(-1, 1)
 
     @property
@@ -98,6 +106,17 @@ class VideoPipeline(Pipeline):
         values, mask = known
         return {"frames": (values * mask).expand_as(x_T).to(x_T.dtype),
                 "frame_mask": mask[:, 0, :, 0, 0].expand(b, t).to(x_T.dtype)}
+
+    def frame_guidance(self, scale: float, extra: dict) -> dict:
+        """samplers.CFG's inner term for the known frames (InstructPix2Pix's image guidance): the
+        prediction is pushed from the one with neither text nor frames towards the one with the
+        frames, by `scale`, at the noisier half of the timesteps only, where the clip's layout and
+        motion are decided. Animating render frames (`gen eval video --model toy-video-masked
+        --init-frames --n 200`, 2026-12-08), scale 3 (cfg 3) kept the object in 91.0% of clips
+        against 82.5% without and moved it right in 90.0% against 92.5%; over every timestep:
+        92.0% and 87.5%."""
+        return {"inner_scale": scale, "inner_from": self.schedule.num_train_timesteps // 2,
+                "inner_null": {key: torch.zeros_like(value[:1]) for key, value in extra.items()}}
 
     def frames_known(self, known_frames, size: int, x_T: torch.Tensor):
         """(values, mask) for the samplers' `known` from (clips, mask) in pixels."""

@@ -153,9 +153,10 @@ class VideoCascade:
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None, sampler: str | None = None,
                  cfg: float | None = None, negative: str | None = None, size: int | None = None,
                  fps: float | None = None, frames: int | None = None, init_image: torch.Tensor | None = None,
-                 callback=None) -> torch.Tensor:
+                 callback=None, frame_cfg: float = 1.0) -> torch.Tensor:
         """Clips (B, C, T, H, W) in [-1, 1]. `steps`/`sampler`/`cfg`/`negative` are the video
-        stage's (and the temporal one's); every other stage runs at its own defaults.
+        stage's (and the temporal one's); `frame_cfg` the video stage's guidance on frame 0
+        (VideoPipeline.generate); every other stage runs at its own defaults.
         `init_image` ((C, H, W) or (B, C, H, W) in [-1, 1]) is frame 0 instead of the image stage's."""
         count, temporal, base = self.plan(size, fps, frames)
         video_args = dict(steps=steps, sampler=sampler, cfg=cfg, negative=negative)
@@ -163,7 +164,8 @@ class VideoCascade:
             first = self.image.generate(prompts, seeds, negative=negative, **self.stage_settings("image"))
         else:
             first = init_image
-        clip = self.video.generate(prompts, seeds, frames=base, init_image=first, callback=callback, **video_args)
+        clip = self.video.generate(prompts, seeds, frames=base, init_image=first, callback=callback,
+                                   frame_cfg=frame_cfg, **video_args)
         if temporal:
             clip = self.temporal.interpolate(prompts, clip, seeds, **self.stage_settings("temporal", **video_args))
         if frames is not None:
