@@ -6,7 +6,7 @@ Calling rule for the user's `denoise`:
     guidance given         denoise(x_t, t, cond) once per step on 2B rows: x_t and t
                            duplicated, cond batched as [cond; null_cond] (see guidance.py);
                            3B rows at the steps where an inner condition is guided too
-x_t is passed in x_T's dtype; t is a (B,) (or (2B,)) int64 tensor on x_T's device.
+x_t is passed in x_T's dtype; t is a (B,) (or (2B,) or (3B,)) int64 tensor on x_T's device.
 """
 
 from __future__ import annotations

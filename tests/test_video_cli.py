@@ -102,6 +102,8 @@ def test_frames_past_the_trained_count_warn(tmp_path, capsys, pipes):
     (["--fps", "-2"], "--fps must be positive"),
     (["--out", "clip.webm"], "--out must end in .gif or .mp4"),
     (["--init-image", "missing.png"], "--init-image missing.png does not exist"),
+    (["--frame-cfg", "2"], "--frame-cfg 2 guides a masked-frame model's known frames"),
+    (["--frame-cfg", "-1"], "--frame-cfg must be between 0 and 50"),
 ])
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, pipes, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
