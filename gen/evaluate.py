@@ -103,8 +103,7 @@ def evaluate_video(pipe, judge, image_judge, n: int = 200, steps=None, sampler=N
     fresh_targets = [parse_motion_caption(p, cfg_.classes, cfg_.colors, cfg_.motion_words) for p in fresh]
     real = to_clips(renders)
     clips, seconds = generate(pipe, prompts, steps, sampler, cfg, batch, progress,
-                              init=real[:, :, 0] if init_frames else None,
-                              **({"frame_cfg": frame_cfg} if frame_cfg != 1 else {}))
+                              init=real[:, :, 0] if init_frames else None, frame_cfg=frame_cfg)
     device = next(judge.parameters()).device
 
     def scores(x, asked=targets):

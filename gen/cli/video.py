@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *a, **k: print(f"gen: warning: {message}", file=sys.stderr)
         clip = pipe.generate([args.prompt], [args.seed], steps=args.steps, sampler=args.sampler, cfg=args.cfg,
-                             negative=args.negative, size=size, frames=frames, init_image=init, **stop,
-                             **({"frame_cfg": args.frame_cfg} if args.frame_cfg != 1 else {}))
+                             negative=args.negative, size=size, frames=frames, init_image=init,
+                             frame_cfg=args.frame_cfg, **stop)
     timings["generate"] = time.perf_counter() - t0
     params = {"prompt": args.prompt, "seed": args.seed, "steps": args.steps or d.steps,
               "sampler": args.sampler or d.sampler, "cfg": d.cfg if args.cfg is None else args.cfg,

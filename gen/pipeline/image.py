@@ -292,7 +292,7 @@ class Pipeline:
         if learned:
             cond["null"] = torch.tensor([not p.strip() for p in prompts], device=self.device)
         guidance = None
-        inner = inner if inner and inner.get("inner_scale", 1) != 1 else {}
+        inner = inner or {}
         if not unconditional and (cfg != 1.0 or inner):
             if negative:
                 null_cond = self.encode_prompt([negative])
